@@ -11,7 +11,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     net::{Ipv4Addr, Ipv6Addr},
-    os::fd::{AsFd, AsRawFd},
+    os::fd::AsRawFd,
 };
 
 use aya::{
@@ -491,7 +491,7 @@ impl Classifier {
     }
 
     /// Puts `socket` in the XskMap for endpoint `slot` (or [`ioth_common::FANOUT_SLOT`]) on `queue`.
-    pub fn set_socket(&mut self, queue: u32, slot: u32, socket: impl AsFd) -> Result<()> {
+    pub fn set_socket(&mut self, queue: u32, slot: u32, socket: impl AsRawFd) -> Result<()> {
         if queue >= MAX_QUEUES {
             return Err(ClassifierError::QueueOutOfRange(queue));
         }
@@ -499,7 +499,7 @@ impl Classifier {
             return Err(ClassifierError::UnknownEndpoint(slot));
         }
         self.xsks
-            .set(xsk_index(queue, slot), socket.as_fd().as_raw_fd(), 0)
+            .set(xsk_index(queue, slot), socket, 0)
             .map_err(map_err(map_names::XSKS, "set"))
     }
 

@@ -6,7 +6,7 @@
 use std::{
     collections::HashSet,
     net::{Ipv4Addr, Ipv6Addr},
-    os::fd::OwnedFd,
+    os::fd::{AsRawFd, OwnedFd},
 };
 
 use ioth_common::{
@@ -98,7 +98,7 @@ fn install(c: &mut Classifier, tables: &MapTables, sockets: &mut Vec<OwnedFd>) {
             index / ioth_common::SLOTS_PER_QUEUE,
             index % ioth_common::SLOTS_PER_QUEUE,
         );
-        c.set_socket(queue, slot, &s).expect("set socket");
+        c.set_socket(queue, slot, s.as_raw_fd()).expect("set socket");
         sockets.push(s);
     }
     c.set_fanout(tables.fanout).expect("fanout");
