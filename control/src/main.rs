@@ -1,1 +1,33 @@
-fn main() {}
+//! `ioth`: the control-plane command-line tool.
+#![deny(unsafe_code)]
+
+mod demo;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ioth", version, about = "Internet of Threads data plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Show the classifier at work: on a private veth pair between two fresh network
+    /// namespaces (default), or watching a real interface (--iface).
+    Demo(demo::DemoArgs),
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let r: Result<()> = match cli.command {
+        Cmd::Demo(a) => demo::run(&a),
+    };
+    if let Err(e) = r {
+        eprintln!("ioth: error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -371,15 +371,21 @@ impl Classifier {
         }
         if let Some(mac) = addrs.mac {
             if mac[0] & 1 != 0 {
-                return Err(ClassifierError::InvalidEndpoint("a multicast MAC cannot be owned"));
+                return Err(ClassifierError::InvalidEndpoint(
+                    "a multicast MAC cannot be owned",
+                ));
             }
             if mac == [0; 6] {
-                return Err(ClassifierError::InvalidEndpoint("the zero MAC cannot be owned"));
+                return Err(ClassifierError::InvalidEndpoint(
+                    "the zero MAC cannot be owned",
+                ));
             }
         }
         let slot = (FIRST_ENDPOINT_SLOT..SLOTS_PER_QUEUE)
             .find(|s| !self.endpoints.contains_key(s))
-            .ok_or(ClassifierError::NoFreeSlot(SLOTS_PER_QUEUE - FIRST_ENDPOINT_SLOT))?;
+            .ok_or(ClassifierError::NoFreeSlot(
+                SLOTS_PER_QUEUE - FIRST_ENDPOINT_SLOT,
+            ))?;
         self.endpoints.insert(slot, EndpointAddrs::default());
         match self.insert_addrs(slot, addrs) {
             Ok(()) => {
@@ -414,13 +420,21 @@ impl Classifier {
             self.by_ipv4
                 .insert(Ipv4Key { addr: ip.octets() }, value, BPF_NOEXIST)
                 .map_err(in_use(ip.to_string()))?;
-            self.endpoints.get_mut(&slot).expect("reserved").ipv4.push(*ip);
+            self.endpoints
+                .get_mut(&slot)
+                .expect("reserved")
+                .ipv4
+                .push(*ip);
         }
         for ip in &addrs.ipv6 {
             self.by_ipv6
                 .insert(Ipv6Key { addr: ip.octets() }, value, BPF_NOEXIST)
                 .map_err(in_use(ip.to_string()))?;
-            self.endpoints.get_mut(&slot).expect("reserved").ipv6.push(*ip);
+            self.endpoints
+                .get_mut(&slot)
+                .expect("reserved")
+                .ipv6
+                .push(*ip);
         }
         Ok(())
     }
@@ -537,11 +551,13 @@ impl Classifier {
             .ep_stats
             .get(&slot, 0)
             .map_err(map_err(map_names::EP_STATS, "read"))?;
-        Ok(values.iter().fold(EndpointStats::default(), |a, v| EndpointStats {
-            rx_packets: a.rx_packets + v.rx_packets,
-            rx_bytes: a.rx_bytes + v.rx_bytes,
-            rx_dropped: a.rx_dropped + v.rx_dropped,
-        }))
+        Ok(values
+            .iter()
+            .fold(EndpointStats::default(), |a, v| EndpointStats {
+                rx_packets: a.rx_packets + v.rx_packets,
+                rx_bytes: a.rx_bytes + v.rx_bytes,
+                rx_dropped: a.rx_dropped + v.rx_dropped,
+            }))
     }
 
     /// Runs the program once on `frame` with BPF_PROG_TEST_RUN, as if it arrived on
@@ -563,7 +579,10 @@ impl Classifier {
             ctx_in: Some(&ctx),
             ..TestRunOptions::default()
         };
-        let result = self.program()?.test_run(opts).map_err(ClassifierError::TestRun)?;
+        let result = self
+            .program()?
+            .test_run(opts)
+            .map_err(ClassifierError::TestRun)?;
         let (slot, index) = match (&self.trace, before) {
             (Some(t), Some(before)) => {
                 let after = t.get(&0, 0).map_err(map_err(map_names::TRACE, "read"))?;

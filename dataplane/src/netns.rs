@@ -242,7 +242,10 @@ impl VethPair {
             (&peer, &peer_if, addrs::PEER_V4, addrs::PEER_V6),
         ] {
             ns.exec("sysctl", &["-qw", "net.ipv6.conf.all.accept_dad=0"])?;
-            ns.exec("sysctl", &["-qw", &format!("net.ipv6.conf.{ifname}.accept_dad=0")])?;
+            ns.exec(
+                "sysctl",
+                &["-qw", &format!("net.ipv6.conf.{ifname}.accept_dad=0")],
+            )?;
             ns.ip(&[
                 "addr",
                 "add",
@@ -276,7 +279,10 @@ impl VethPair {
     /// with complete checksums (raw receivers see what is on the wire).
     pub fn peer_offloads_off(&self) -> Result<()> {
         self.peer
-            .exec("ethtool", &["-K", &self.peer_if, "tx", "off", "tso", "off", "gso", "off"])
+            .exec(
+                "ethtool",
+                &["-K", &self.peer_if, "tx", "off", "tso", "off", "gso", "off"],
+            )
             .map(|_| ())
     }
 }

@@ -361,12 +361,14 @@ impl XskSocket {
         // nothing else refers to their frames until the kernel hands them back on an rx ring.
         let produced = unsafe { fq.produce(&free[start..]) };
         free.truncate(free.len() - produced);
-        q.account.moved(&q.account.free, &q.account.kernel_rx, produced);
+        q.account
+            .moved(&q.account.free, &q.account.kernel_rx, produced);
         if fq.needs_wakeup() {
-            fq.wakeup(self.rx.fd_mut(), 0).map_err(|source| XskError::Io {
-                what: "fill ring wakeup",
-                source,
-            })?;
+            fq.wakeup(self.rx.fd_mut(), 0)
+                .map_err(|source| XskError::Io {
+                    what: "fill ring wakeup",
+                    source,
+                })?;
         }
         Ok(produced)
     }
@@ -408,9 +410,12 @@ impl XskSocket {
 
     /// The kernel's XDP_STATISTICS for this socket.
     pub fn statistics(&self) -> Result<xsk_rs::socket::XdpStatistics> {
-        self.rx.fd().xdp_statistics().map_err(|source| XskError::Io {
-            what: "XDP_STATISTICS",
-            source,
-        })
+        self.rx
+            .fd()
+            .xdp_statistics()
+            .map_err(|source| XskError::Io {
+                what: "XDP_STATISTICS",
+                source,
+            })
     }
 }

@@ -90,7 +90,9 @@ fn is_ns_for(frame: &[u8], ip: Ipv6Addr) -> bool {
 }
 
 fn xdp_attached(ns: &NetNs, ifname: &str) -> bool {
-    let out = ns.ip(&["-d", "link", "show", ifname]).expect("ip link show");
+    let out = ns
+        .ip(&["-d", "link", "show", ifname])
+        .expect("ip link show");
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
 
@@ -205,7 +207,14 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
     ] {
         pair.peer
             .ip(&[
-                "neigh", "replace", &ip, "lladdr", &mac, "dev", &pair.peer_if, "nud",
+                "neigh",
+                "replace",
+                &ip,
+                "lladdr",
+                &mac,
+                "dev",
+                &pair.peer_if,
+                "nud",
                 "permanent",
             ])
             .expect("static neighbour");
@@ -230,15 +239,36 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
     });
 
     // 4. The host's own traffic still works: ping and a TCP exchange to the host's IP.
-    let host_ping = pair
-        .peer
-        .exec("ping", &["-c", "3", "-i", "0.2", "-W", "2", &addrs::HOST_V4.to_string()]);
+    let host_ping = pair.peer.exec(
+        "ping",
+        &[
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &addrs::HOST_V4.to_string(),
+        ],
+    );
     assert!(host_ping.is_ok(), "ping to the host failed: {host_ping:?}");
     let host_ping6 = pair.peer.exec(
         "ping",
-        &["-6", "-c", "3", "-i", "0.2", "-W", "2", &addrs::HOST_V6.to_string()],
+        &[
+            "-6",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &addrs::HOST_V6.to_string(),
+        ],
     );
-    assert!(host_ping6.is_ok(), "ping -6 to the host failed: {host_ping6:?}");
+    assert!(
+        host_ping6.is_ok(),
+        "ping -6 to the host failed: {host_ping6:?}"
+    );
     let listener = TcpListener::bind((addrs::HOST_V4, 0)).expect("listen in host netns");
     let port = listener.local_addr().unwrap().port();
     let server = thread::spawn(move || {
@@ -290,7 +320,11 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
             .collect();
         let have = udp_by_slot.remove(&slot).unwrap_or_default();
         let have_set: BTreeSet<Vec<u8>> = have.iter().cloned().collect();
-        assert_eq!(have.len(), have_set.len(), "slot {slot}: duplicate datagrams");
+        assert_eq!(
+            have.len(),
+            have_set.len(),
+            "slot {slot}: duplicate datagrams"
+        );
         assert_eq!(have_set, want, "slot {slot}: exactly its datagrams");
     }
     let a_frames: Vec<&Vec<u8>> = got
@@ -323,7 +357,12 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
     }
     for u in &umems {
         let f = u.frames();
-        assert_eq!(f.total(), u.frame_count(), "queue {}: frames leaked", u.queue());
+        assert_eq!(
+            f.total(),
+            u.frame_count(),
+            "queue {}: frames leaked",
+            u.queue()
+        );
         assert_eq!(f.user, 0, "queue {}: frames still held", u.queue());
     }
     if queues > 1 && got_mode == AttachMode::Driver {

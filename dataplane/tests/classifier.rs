@@ -45,8 +45,18 @@ fn device(tag: &str) -> Device {
     let ns = NetNs::new(tag).expect("netns");
     let q = DEVICE_QUEUES.to_string();
     ns.ip(&[
-        "link", "add", "dut", "numrxqueues", &q, "numtxqueues", &q, "type", "veth", "peer",
-        "name", "dut-peer",
+        "link",
+        "add",
+        "dut",
+        "numrxqueues",
+        &q,
+        "numtxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "dut-peer",
     ])
     .expect("veth");
     ns.ip(&["link", "set", "dut", "up"]).expect("up");
@@ -75,7 +85,11 @@ fn install(c: &mut Classifier, tables: &MapTables, sockets: &mut Vec<OwnedFd>) {
     slots.sort_unstable();
     for slot in slots {
         let addrs = EndpointAddrs {
-            mac: tables.mac.iter().find(|(_, s)| **s == slot).map(|(m, _)| *m),
+            mac: tables
+                .mac
+                .iter()
+                .find(|(_, s)| **s == slot)
+                .map(|(m, _)| *m),
             ipv4: tables
                 .ipv4
                 .iter()
@@ -98,7 +112,8 @@ fn install(c: &mut Classifier, tables: &MapTables, sockets: &mut Vec<OwnedFd>) {
             index / ioth_common::SLOTS_PER_QUEUE,
             index % ioth_common::SLOTS_PER_QUEUE,
         );
-        c.set_socket(queue, slot, s.as_raw_fd()).expect("set socket");
+        c.set_socket(queue, slot, s.as_raw_fd())
+            .expect("set socket");
         sockets.push(s);
     }
     c.set_fanout(tables.fanout).expect("fanout");
@@ -243,7 +258,11 @@ fn structured_frame(rng: &mut SmallRng, p: &Pools) -> Vec<u8> {
             let wild: u8 = rng.random();
             let next = pick(rng, &[17u8, 58, 0, 43, 44, 60, wild]);
             let body = if next == 58 {
-                let code = if rng.random_bool(0.9) { 0 } else { rng.random() };
+                let code = if rng.random_bool(0.9) {
+                    0
+                } else {
+                    rng.random()
+                };
                 let mut icmp = ns(v6(rng), code);
                 if rng.random_bool(0.2) {
                     let wild: u8 = rng.random();

@@ -1,1 +1,43 @@
-fn main() {}
+//! `cargo xtask`: the single entry point to set up, build, test, demo and benchmark ioth.
+//!
+//! Each subcommand is one module. Every external command runs through `cmd`, so a failure
+//! names the command that failed.
+#![deny(unsafe_code)]
+
+mod cmd;
+mod demo;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Set up, test, demo and benchmark ioth")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install what the build needs (Debian packages, rust-src, bpf-linker); idempotent.
+    Setup,
+    /// Run the whole suite: fmt, clippy, eBPF build, unit, differential and namespace tests.
+    Test(test::TestArgs),
+    /// Show ioth working: on a private veth pair, or on --iface.
+    Demo(demo::DemoArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r: Result<()> = match &cli.command {
+        Cmd::Setup => setup::run().map(|_| ()),
+        Cmd::Test(a) => test::run(a),
+        Cmd::Demo(a) => demo::run(a),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

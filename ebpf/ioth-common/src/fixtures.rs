@@ -241,8 +241,20 @@ pub fn cases() -> Vec<Case> {
     };
 
     // Unicast to an endpoint's MAC: the MAC decides, whatever follows.
-    add("unicast endpoint MAC, IPv4", a_v4.clone(), 0, false, redirect(0, A_SLOT));
-    add("unicast endpoint MAC, on queue 1", a_v4.clone(), 1, false, redirect(1, A_SLOT));
+    add(
+        "unicast endpoint MAC, IPv4",
+        a_v4.clone(),
+        0,
+        false,
+        redirect(0, A_SLOT),
+    );
+    add(
+        "unicast endpoint MAC, on queue 1",
+        a_v4.clone(),
+        1,
+        false,
+        redirect(1, A_SLOT),
+    );
     add(
         "unicast endpoint MAC, unknown EtherType",
         eth(A_MAC, PEER_MAC, 0x88b5, &[0u8; 46]),
@@ -405,28 +417,48 @@ pub fn cases() -> Vec<Case> {
     // ARP broadcast: resolved by target IPv4.
     add(
         "broadcast ARP request for endpoint",
-        eth(bcast, PEER_MAC, ETH_P_ARP, &arp(1, PEER_MAC, PEER_IPV4, [0; 6], A_IPV4)),
+        eth(
+            bcast,
+            PEER_MAC,
+            ETH_P_ARP,
+            &arp(1, PEER_MAC, PEER_IPV4, [0; 6], A_IPV4),
+        ),
         0,
         false,
         redirect(0, A_SLOT),
     );
     add(
         "broadcast ARP request for IP-only endpoint",
-        eth(bcast, PEER_MAC, ETH_P_ARP, &arp(1, PEER_MAC, PEER_IPV4, [0; 6], B_IPV4)),
+        eth(
+            bcast,
+            PEER_MAC,
+            ETH_P_ARP,
+            &arp(1, PEER_MAC, PEER_IPV4, [0; 6], B_IPV4),
+        ),
         0,
         false,
         redirect(0, B_SLOT),
     );
     add(
         "broadcast ARP request for host, fan-out on",
-        eth(bcast, PEER_MAC, ETH_P_ARP, &arp(1, PEER_MAC, PEER_IPV4, [0; 6], HOST_IPV4)),
+        eth(
+            bcast,
+            PEER_MAC,
+            ETH_P_ARP,
+            &arp(1, PEER_MAC, PEER_IPV4, [0; 6], HOST_IPV4),
+        ),
         0,
         true,
         pass,
     );
     add(
         "broadcast ARP truncated to 27 bytes",
-        eth(bcast, PEER_MAC, ETH_P_ARP, &arp(1, PEER_MAC, PEER_IPV4, [0; 6], A_IPV4)[..27]),
+        eth(
+            bcast,
+            PEER_MAC,
+            ETH_P_ARP,
+            &arp(1, PEER_MAC, PEER_IPV4, [0; 6], A_IPV4)[..27],
+        ),
         0,
         false,
         pass,
@@ -456,21 +488,36 @@ pub fn cases() -> Vec<Case> {
     // IPv6 neighbour solicitation: resolved by target address.
     add(
         "multicast NS for endpoint",
-        eth(sn_a_mac, PEER_MAC, ETH_P_IPV6, &ipv6(PEER_IPV6, sn_a, 58, &ns(A_IPV6, 0))),
+        eth(
+            sn_a_mac,
+            PEER_MAC,
+            ETH_P_IPV6,
+            &ipv6(PEER_IPV6, sn_a, 58, &ns(A_IPV6, 0)),
+        ),
         1,
         false,
         redirect(1, A_SLOT),
     );
     add(
         "multicast NS for host, fan-out on",
-        eth(sn_h_mac, PEER_MAC, ETH_P_IPV6, &ipv6(PEER_IPV6, sn_h, 58, &ns(HOST_IPV6, 0))),
+        eth(
+            sn_h_mac,
+            PEER_MAC,
+            ETH_P_IPV6,
+            &ipv6(PEER_IPV6, sn_h, 58, &ns(HOST_IPV6, 0)),
+        ),
         0,
         true,
         pass,
     );
     add(
         "multicast NS with code 1 (not an NS)",
-        eth(sn_a_mac, PEER_MAC, ETH_P_IPV6, &ipv6(PEER_IPV6, sn_a, 58, &ns(A_IPV6, 1))),
+        eth(
+            sn_a_mac,
+            PEER_MAC,
+            ETH_P_IPV6,
+            &ipv6(PEER_IPV6, sn_a, 58, &ns(A_IPV6, 1)),
+        ),
         0,
         false,
         pass,
@@ -480,7 +527,12 @@ pub fn cases() -> Vec<Case> {
         {
             let mut hbh = vec![58u8, 0, 1, 4, 0, 0, 0, 0];
             hbh.extend_from_slice(&ns(A_IPV6, 0));
-            eth(sn_a_mac, PEER_MAC, ETH_P_IPV6, &ipv6(PEER_IPV6, sn_a, 0, &hbh))
+            eth(
+                sn_a_mac,
+                PEER_MAC,
+                ETH_P_IPV6,
+                &ipv6(PEER_IPV6, sn_a, 0, &hbh),
+            )
         },
         0,
         true,
@@ -499,9 +551,26 @@ pub fn cases() -> Vec<Case> {
         pass,
     );
     // Other broadcast/multicast: fan-out socket when on, else the kernel.
-    let ra_frame = eth(all_nodes_mac, PEER_MAC, ETH_P_IPV6, &ipv6(PEER_IPV6, all_nodes, 58, &ra));
-    add("multicast RA, fan-out off", ra_frame.clone(), 0, false, pass);
-    add("multicast RA, fan-out on", ra_frame.clone(), 0, true, redirect(0, FANOUT_SLOT));
+    let ra_frame = eth(
+        all_nodes_mac,
+        PEER_MAC,
+        ETH_P_IPV6,
+        &ipv6(PEER_IPV6, all_nodes, 58, &ra),
+    );
+    add(
+        "multicast RA, fan-out off",
+        ra_frame.clone(),
+        0,
+        false,
+        pass,
+    );
+    add(
+        "multicast RA, fan-out on",
+        ra_frame.clone(),
+        0,
+        true,
+        redirect(0, FANOUT_SLOT),
+    );
     add(
         "multicast RA, fan-out on, no fan-out socket on queue",
         ra_frame,
@@ -510,8 +579,20 @@ pub fn cases() -> Vec<Case> {
         fanout_pass(1),
     );
     let dhcp_frame = eth(bcast, PEER_MAC, ETH_P_IPV4, &dhcp);
-    add("broadcast DHCP, fan-out off", dhcp_frame.clone(), 0, false, pass);
-    add("broadcast DHCP, fan-out on", dhcp_frame, 0, true, redirect(0, FANOUT_SLOT));
+    add(
+        "broadcast DHCP, fan-out off",
+        dhcp_frame.clone(),
+        0,
+        false,
+        pass,
+    );
+    add(
+        "broadcast DHCP, fan-out on",
+        dhcp_frame,
+        0,
+        true,
+        redirect(0, FANOUT_SLOT),
+    );
     add(
         "multicast truncated VLAN tag, fan-out on",
         eth(bcast, PEER_MAC, ETH_P_8021Q, &[0, 5]),
@@ -529,7 +610,13 @@ pub fn cases() -> Vec<Case> {
     );
     add(
         "VLAN, broadcast ARP for endpoint",
-        eth_vlan(bcast, PEER_MAC, 7, ETH_P_ARP, &arp(1, PEER_MAC, PEER_IPV4, [0; 6], A_IPV4)),
+        eth_vlan(
+            bcast,
+            PEER_MAC,
+            7,
+            ETH_P_ARP,
+            &arp(1, PEER_MAC, PEER_IPV4, [0; 6], A_IPV4),
+        ),
         0,
         false,
         redirect(0, A_SLOT),
@@ -552,11 +639,17 @@ pub fn cases() -> Vec<Case> {
         pass,
     );
     // Owned, but no socket on the frame's queue: dropped (never passed: the kernel might route it).
-    add("endpoint MAC, queue without socket", a_v4.clone(), 3, false, Decision {
-        action: xdp_action::DROP,
-        slot: A_SLOT,
-        xsk_index: xsk_index(3, A_SLOT),
-    });
+    add(
+        "endpoint MAC, queue without socket",
+        a_v4.clone(),
+        3,
+        false,
+        Decision {
+            action: xdp_action::DROP,
+            slot: A_SLOT,
+            xsk_index: xsk_index(3, A_SLOT),
+        },
+    );
     // Too short for an Ethernet header (the kernel's BPF_PROG_TEST_RUN refuses < 14 bytes).
     add("13-byte runt", a_v4[..13].to_vec(), 0, false, pass);
     let _ = NO_SLOT;
@@ -593,7 +686,12 @@ mod tests {
         let mut t = standard(false);
         t.mac.insert(A_MAC, 0);
         t.ipv4.insert(A_IPV4, crate::SLOTS_PER_QUEUE);
-        let f = eth(A_MAC, PEER_MAC, ETH_P_IPV4, &ipv4(PEER_IPV4, A_IPV4, 17, &[]));
+        let f = eth(
+            A_MAC,
+            PEER_MAC,
+            ETH_P_IPV4,
+            &ipv4(PEER_IPV4, A_IPV4, 17, &[]),
+        );
         assert_eq!(classify(&f, 0, &t), Decision::KERNEL);
     }
 

@@ -1,0 +1,226 @@
+//! `cargo xtask test`: the whole suite, as CI runs it.
+//!
+//! fmt → clippy → eBPF build → unprivileged tests → privileged tests (root, fresh network
+//! namespaces, real XDP and AF_XDP) → no namespace left behind. Prints `N passed, N failed`.
+//! As root the privileged tests must run; the suite fails if none did.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::Stdio,
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cmd::{self, command};
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn step(&mut self, name: &str, r: Result<()>) {
+        match r {
+            Ok(()) => {
+                self.passed += 1;
+                eprintln!("xtask test: {name}: ok");
+            }
+            Err(e) => {
+                self.failed += 1;
+                eprintln!("xtask test: {name}: FAILED: {e:#}");
+                self.failures.push(format!("{name}: {e:#}"));
+            }
+        }
+    }
+}
+
+/// Runs `cargo test ARGS`, echoing its output and adding its `test result:` lines to `t`.
+fn cargo_test(t: &mut Tally, label: &str, args: &[&str]) -> Result<(u64, u64, u64)> {
+    let mut c = command("cargo");
+    c.arg("test").args(args).stdout(Stdio::piped());
+    let line = cmd::line(&c);
+    let mut child = c
+        .spawn()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (mut p, mut f, mut i) = (0u64, 0u64, 0u64);
+    for l in BufReader::new(stdout).lines() {
+        let l = l?;
+        println!("{l}");
+        // "test result: ok. 4 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ..."
+        if let Some(rest) = l.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(0);
+                match what {
+                    "passed" => p += n,
+                    "failed" => f += n,
+                    "ignored" => i += n,
+                    _ => {}
+                }
+            }
+        }
+        if l.starts_with("test ") && l.ends_with("FAILED") {
+            t.failures.push(format!("{label}: {l}"));
+        }
+    }
+    let status = child.wait()?;
+    t.passed += p;
+    t.failed += f;
+    if !status.success() && f == 0 {
+        // A build failure or a crashed test binary: count it, it is a failure.
+        t.failed += 1;
+        t.failures
+            .push(format!("{label}: `{line}` failed ({status})"));
+    }
+    Ok((p, f, i))
+}
+
+/// Removes namespaces left by killed runs; returns how many.
+fn remove_stale_namespaces() -> Result<usize> {
+    let list = cmd::stdout(std::process::Command::new("ip").args(["netns", "list"]))?;
+    let mut n = 0;
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        if name.starts_with("ioth-") {
+            cmd::output(std::process::Command::new("ip").args(["netns", "del", name]))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Run without root: skip the privileged tests (CI never does this).
+    #[arg(long)]
+    pub unprivileged: bool,
+    /// Skip fmt and clippy.
+    #[arg(long)]
+    pub no_lint: bool,
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
+    let started = Instant::now();
+    let root = cmd::is_root();
+    if !root && !args.unprivileged {
+        bail!(
+            "cargo xtask test runs privileged tests (XDP, AF_XDP, namespaces): run it as root, \
+             or pass --unprivileged to run only the rest"
+        );
+    }
+    crate::setup::run()?;
+    if root {
+        let stale = remove_stale_namespaces()?;
+        if stale > 0 {
+            eprintln!("xtask test: removed {stale} namespace(s) left by an earlier run");
+        }
+    }
+    let mut t = Tally::default();
+
+    if !args.no_lint {
+        t.step(
+            "cargo fmt --check",
+            cmd::run(command("cargo").args(["fmt", "--all", "--", "--check"])),
+        );
+        t.step(
+            "clippy -D warnings",
+            cmd::run(command("cargo").args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "ioth-ebpf",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ])),
+        );
+        t.step(
+            "clippy (eBPF crate, bpfel-unknown-none)",
+            cmd::run(command("cargo").args([
+                "+nightly",
+                "clippy",
+                "-p",
+                "ioth-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--release",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ])),
+        );
+    }
+    t.step(
+        "eBPF build (bpfel-unknown-none)",
+        cmd::run(command("cargo").args([
+            "+nightly",
+            "build",
+            "-p",
+            "ioth-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+            "--locked",
+        ])),
+    );
+
+    let (_, _, ignored) = cargo_test(&mut t, "unprivileged tests", &["--workspace", "--locked"])?;
+
+    if root {
+        // The privileged tests are the ignored ones; each makes its own namespaces, so they
+        // can run in parallel.
+        let (p, f, _) = cargo_test(
+            &mut t,
+            "privileged tests",
+            &["--workspace", "--locked", "--", "--ignored", "--nocapture"],
+        )?;
+        let ran = p + f;
+        t.step(
+            "privileged tests ran",
+            if ran == 0 || ran < ignored {
+                Err(anyhow::anyhow!(
+                    "{ran} privileged tests ran, {ignored} exist: running as root, none may be skipped"
+                ))
+            } else {
+                Ok(())
+            },
+        );
+        let leaked = remove_stale_namespaces()?;
+        t.step(
+            "no namespace left behind",
+            if leaked == 0 {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "{leaked} test namespace(s) were left behind"
+                ))
+            },
+        );
+    } else {
+        eprintln!("xtask test: NOT root: {ignored} privileged tests were not run");
+    }
+
+    eprintln!("xtask test: finished in {:.0?}", started.elapsed());
+    for f in &t.failures {
+        eprintln!("  failed: {f}");
+    }
+    println!("{} passed, {} failed", t.passed, t.failed);
+    if t.failed > 0 {
+        bail!("{} failed", t.failed);
+    }
+    Ok(())
+}
