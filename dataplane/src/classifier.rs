@@ -471,10 +471,10 @@ impl Classifier {
         // Remove everything even if one removal fails; report the first failure.
         let mut first_err = None;
         let mut note = |r: std::result::Result<(), MapError>, map| {
-            if let Err(e) = r {
-                if first_err.is_none() {
-                    first_err = Some(map_err(map, "remove")(e));
-                }
+            if let Err(e) = r
+                && first_err.is_none()
+            {
+                first_err = Some(map_err(map, "remove")(e));
             }
         };
         if let Some(mac) = addrs.mac {

@@ -334,7 +334,7 @@ fn a_million_random_and_mutated_frames_agree_with_the_reference() {
     let seed = std::env::var("IOTH_DIFF_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x10_7_5eed_u64);
+        .unwrap_or(0x0107_5eed_u64);
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut total = 0u64;
     let mut by_action = [0u64; 5];

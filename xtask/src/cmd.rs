@@ -63,8 +63,7 @@ pub fn output(cmd: &mut Command) -> Result<Output> {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let last = stderr
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or("");
         bail!("`{}` failed ({}): {last}", line(cmd), out.status);
     }

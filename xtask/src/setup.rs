@@ -198,7 +198,7 @@ fn bpf_linker(n: &Nightly) -> Result<()> {
         .args(["--locked", "--force", "--root"])
         .arg(tools_dir());
     cmd::run(&mut install).context("building bpf-linker (crates.io reachable?)")?;
-    cmd::output(&mut command(&bin).arg("--version")).context("the new bpf-linker does not run")?;
+    cmd::output(command(&bin).arg("--version")).context("the new bpf-linker does not run")?;
     fs::write(stamp_path(), want).context("writing the bpf-linker stamp")?;
     Ok(())
 }
