@@ -61,10 +61,7 @@ pub fn output(cmd: &mut Command) -> Result<Output> {
         .with_context(|| format!("cannot start `{}`", line(cmd)))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("");
+        let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
         bail!("`{}` failed ({}): {last}", line(cmd), out.status);
     }
     Ok(out)

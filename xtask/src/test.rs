@@ -178,7 +178,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
         ])),
     );
 
-    let (_, _, ignored) = cargo_test(&mut t, "unprivileged tests", &["--workspace", "--locked"])?;
+    let (_, _, ignored) = cargo_test(
+        &mut t,
+        "unprivileged tests",
+        &["--workspace", "--exclude", "ioth-ebpf", "--locked"],
+    )?;
 
     if root {
         // The privileged tests are the ignored ones; each makes its own namespaces, so they
@@ -186,7 +190,15 @@ pub fn run(args: &TestArgs) -> Result<()> {
         let (p, f, _) = cargo_test(
             &mut t,
             "privileged tests",
-            &["--workspace", "--locked", "--", "--ignored", "--nocapture"],
+            &[
+                "--workspace",
+                "--exclude",
+                "ioth-ebpf",
+                "--locked",
+                "--",
+                "--ignored",
+                "--nocapture",
+            ],
         )?;
         let ran = p + f;
         t.step(

@@ -408,6 +408,18 @@ pub fn cases() -> Vec<Case> {
         redirect(0, B_SLOT),
     );
     add(
+        "host MAC, unicast ARP request for host",
+        eth(
+            HOST_MAC,
+            PEER_MAC,
+            ETH_P_ARP,
+            &arp(1, PEER_MAC, PEER_IPV4, HOST_MAC, HOST_IPV4),
+        ),
+        0,
+        false,
+        pass,
+    );
+    add(
         "host MAC, unknown EtherType",
         eth(HOST_MAC, PEER_MAC, 0x88cc, &[0u8; 46]),
         0,
