@@ -52,7 +52,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 }
 
 fn watch(iface: &str, seconds: u64) -> Result<()> {
-    let mut c = Classifier::load(LoadOptions::default()).context("loading the classifier")?;
+    let mut c = Classifier::load(load_options()).context("loading the classifier")?;
     let mode = c.attach(iface, ModeRequest::Auto)?;
     println!(
         "ioth: classifier attached to {iface} in {mode} mode, no endpoints: every frame passes"
@@ -72,6 +72,14 @@ fn watch(iface: &str, seconds: u64) -> Result<()> {
     c.detach()?;
     println!("ioth: detached from {iface}");
     Ok(())
+}
+
+/// `IOTH_EBPF_LOG=1` turns on the classifier's aya-log output (silent otherwise).
+fn load_options() -> LoadOptions {
+    LoadOptions {
+        trace: false,
+        log: std::env::var_os("IOTH_EBPF_LOG").is_some_and(|v| v != "0"),
+    }
 }
 
 fn endpoint_addrs(i: u8) -> EndpointAddrs {
@@ -115,7 +123,7 @@ fn private_pair() -> Result<()> {
         pair.peer_if
     );
     let _inside = pair.host.enter()?;
-    let mut c = Classifier::load(LoadOptions::default()).context("loading the classifier")?;
+    let mut c = Classifier::load(load_options()).context("loading the classifier")?;
     let mode = c.attach(&pair.host_if, ModeRequest::Auto)?;
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -602,6 +602,21 @@ impl Classifier {
         })
     }
 
+    /// Runs the program `repeat` times on `frame` in the kernel (BPF_PROG_TEST_RUN, queue 0)
+    /// and returns the kernel's average time per run: the classifier's cost per frame.
+    pub fn time_per_frame(&self, frame: &[u8], repeat: u32) -> Result<std::time::Duration> {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let result = self
+            .program()?
+            .test_run(opts)
+            .map_err(ClassifierError::TestRun)?;
+        Ok(result.duration)
+    }
+
     /// Forwards pending eBPF log records (loaded with [`LoadOptions::log`]) to the `log` crate.
     pub fn flush_log(&mut self) {
         if let Some(logger) = &mut self.logger {

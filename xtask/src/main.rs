@@ -4,6 +4,7 @@
 //! names the command that failed.
 #![deny(unsafe_code)]
 
+mod bench;
 mod cmd;
 mod demo;
 mod setup;
@@ -27,6 +28,8 @@ enum Cmd {
     Test(test::TestArgs),
     /// Show ioth working: on a private veth pair, or on --iface.
     Demo(demo::DemoArgs),
+    /// Run the benchmarks (release build); --quick for a smoke run.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -35,6 +38,7 @@ fn main() {
         Cmd::Setup => setup::run().map(|_| ()),
         Cmd::Test(a) => test::run(a),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Bench(a) => bench::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -77,6 +77,14 @@ fn packages() -> Result<()> {
     Ok(())
 }
 
+/// The LLVM major version in `rustc -vV` output.
+fn llvm_major(rustc_vv: &str) -> Option<u32> {
+    let version = rustc_vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))?;
+    version.split('.').next()?.trim().parse().ok()
+}
+
 fn nightly() -> Result<Nightly> {
     let toolchains = cmd::stdout(Command::new("rustup").args(["toolchain", "list"]))?;
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
@@ -109,15 +117,7 @@ fn nightly() -> Result<Nightly> {
         .context("cannot download rust-src for the nightly toolchain")?;
     }
     let vv = cmd::stdout(Command::new("rustc").args(["+nightly", "-vV"]))?;
-    let llvm = vv
-        .lines()
-        .find_map(|l| l.strip_prefix("LLVM version: "))
-        .context("rustc +nightly -vV names no LLVM version")?;
-    let llvm_major: u32 = llvm
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .with_context(|| format!("unreadable LLVM version {llvm:?}"))?;
+    let llvm_major = llvm_major(&vv).context("rustc +nightly -vV names no LLVM version")?;
     let sysroot = cmd::stdout(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
     let lib = Path::new(sysroot.trim()).join("lib");
     let prefix = format!("libLLVM.so.{llvm_major}.");
@@ -216,4 +216,34 @@ pub fn run() -> Result<Nightly> {
         started.elapsed()
     );
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_llvm_major_of_rustc() {
+        let vv = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nbinary: rustc\nhost: x86_64-unknown-linux-gnu\nLLVM version: 22.1.4\n";
+        assert_eq!(llvm_major(vv), Some(22));
+        assert_eq!(llvm_major("rustc 1.0\n"), None);
+        assert_eq!(llvm_major("LLVM version: x.1\n"), None);
+    }
+
+    #[test]
+    fn an_unsupported_llvm_is_a_one_line_error() {
+        let n = Nightly {
+            llvm_major: 99,
+            libllvm: "/nonexistent/libLLVM.so.99.1".into(),
+        };
+        let e = bpf_linker(&n).unwrap_err().to_string();
+        assert!(e.contains("LLVM 99") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn every_package_has_a_reason() {
+        for (p, why) in DEBIAN_PACKAGES {
+            assert!(!p.is_empty() && !why.is_empty());
+        }
+    }
 }

@@ -37,6 +37,28 @@ impl Tally {
     }
 }
 
+/// Parses libtest's summary line
+/// `test result: ok. 4 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`
+/// into (passed, failed, ignored).
+fn parse_test_result(line: &str) -> Option<(u64, u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let (mut p, mut f, mut i) = (0, 0, 0);
+    for part in rest.split(';') {
+        let mut words = part.split_whitespace().rev();
+        let (Some(what), Some(n)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        match what {
+            "passed" => p = n,
+            "failed" => f = n,
+            "ignored" => i = n,
+            _ => {}
+        }
+    }
+    Some((p, f, i))
+}
+
 /// Runs `cargo test ARGS`, echoing its output and adding its `test result:` lines to `t`.
 fn cargo_test(t: &mut Tally, label: &str, args: &[&str]) -> Result<(u64, u64, u64)> {
     let mut c = command("cargo");
@@ -50,21 +72,10 @@ fn cargo_test(t: &mut Tally, label: &str, args: &[&str]) -> Result<(u64, u64, u6
     for l in BufReader::new(stdout).lines() {
         let l = l?;
         println!("{l}");
-        // "test result: ok. 4 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ..."
-        if let Some(rest) = l.strip_prefix("test result: ") {
-            for part in rest.split(';') {
-                let mut words = part.split_whitespace().rev();
-                let (Some(what), Some(n)) = (words.next(), words.next()) else {
-                    continue;
-                };
-                let n: u64 = n.parse().unwrap_or(0);
-                match what {
-                    "passed" => p += n,
-                    "failed" => f += n,
-                    "ignored" => i += n,
-                    _ => {}
-                }
-            }
+        if let Some((lp, lf, li)) = parse_test_result(&l) {
+            p += lp;
+            f += lf;
+            i += li;
         }
         if l.starts_with("test ") && l.ends_with("FAILED") {
             t.failures.push(format!("{label}: {l}"));
@@ -211,6 +222,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 Ok(())
             },
         );
+        // The benchmarks never rot: each runs briefly (numbers are not asserted).
+        t.step(
+            "benchmark smoke run",
+            crate::bench::run_benchmarks(true, "target/bench-quick/classifier.json"),
+        );
         let leaked = remove_stale_namespaces()?;
         t.step(
             "no namespace left behind",
@@ -235,4 +251,26 @@ pub fn run(args: &TestArgs) -> Result<()> {
         bail!("{} failed", t.failed);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_test_result;
+
+    #[test]
+    fn parses_libtest_summaries() {
+        assert_eq!(
+            parse_test_result(
+                "test result: ok. 4 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.03s"
+            ),
+            Some((4, 0, 1))
+        );
+        assert_eq!(
+            parse_test_result(
+                "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 5 filtered out"
+            ),
+            Some((3, 2, 0))
+        );
+        assert_eq!(parse_test_result("test foo ... ok"), None);
+    }
 }
