@@ -5,10 +5,11 @@
 //! Those two rings and the free-frame list live behind one mutex, taken once per batch;
 //! each [`XskSocket`] owns its own rx and tx rings and needs no lock for them.
 //!
-//! Frame ownership: a frame is in exactly one place at a time — the free list (user space),
-//! the fill ring or the kernel (after `fill`), a socket's batch (after `rx`), the tx ring or
-//! the kernel (after `tx`), then back to the free list via the completion ring. The counters
-//! of [`FrameAccount`] follow every move, so tests can prove nothing leaked.
+//! Frame ownership: a frame is in exactly one place at a time — free (the queue's free list or
+//! a socket's small cache), the fill ring or the kernel (after refill), user space (after rx,
+//! until released; or while a frame to send is written), the tx ring or the kernel (after
+//! flush), then free again via the completion ring. The counters of [`FrameAccount`] follow
+//! every move, batch by batch, so tests can prove nothing leaked.
 //!
 //! This module is the only one in the crate with `unsafe`: xsk-rs's ring operations are
 //! unsafe because the caller must guarantee frame descriptors belong to the UMEM and are
@@ -18,7 +19,7 @@
 use std::{
     fmt, io,
     num::NonZeroU32,
-    os::fd::{AsRawFd, RawFd},
+    os::fd::{AsRawFd, BorrowedFd, RawFd},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -156,11 +157,54 @@ impl FrameAccount {
     }
 }
 
+/// Frames a socket takes from (or gives back to) the shared free list at once.
+const CACHE_BATCH: usize = 64;
+
 /// The parts of a queue shared by all its sockets: one fill ring, one completion ring and
-/// the free list. Locked once per batch.
+/// the free list. Locked once per batch, never per frame.
 struct Shared {
     fill: Option<(FillQueue, CompQueue)>,
     free: Vec<FrameDesc>,
+    /// Scratch space for completion-ring batches.
+    completed: Vec<FrameDesc>,
+}
+
+impl Shared {
+    /// Moves completed tx frames to the free list. Returns how many.
+    fn reclaim(&mut self, account: &FrameAccount) -> usize {
+        let Some((_, cq)) = self.fill.as_mut() else {
+            return 0;
+        };
+        // SAFETY: the completion ring hands back descriptors of frames this UMEM's sockets
+        // submitted for transmission; the kernel is done with them.
+        let n = unsafe { cq.consume(&mut self.completed) };
+        self.free.extend_from_slice(&self.completed[..n]);
+        account.moved(&account.kernel_tx, &account.free, n);
+        n
+    }
+
+    /// Tops up the fill ring from the free list. Returns how many frames were produced.
+    fn top_up(&mut self, account: &FrameAccount) -> usize {
+        let Shared { fill, free, .. } = self;
+        let Some((fq, _)) = fill.as_mut() else {
+            return 0;
+        };
+        let n = (fq.nb_free(free.len() as u32) as usize).min(free.len());
+        if n == 0 {
+            return 0;
+        }
+        let start = free.len() - n;
+        // SAFETY: descriptors on the free list belong to this UMEM and nothing refers to
+        // their frames until the kernel hands them back on an rx ring.
+        let produced = unsafe { fq.produce(&free[start..]) };
+        free.truncate(free.len() - produced);
+        account.moved(&account.free, &account.kernel_rx, produced);
+        produced
+    }
+
+    fn fill_needs_wakeup(&self) -> bool {
+        self.fill.as_ref().is_some_and(|(fq, _)| fq.needs_wakeup())
+    }
 }
 
 /// The UMEM of one (interface, rx queue), shared by every socket bound to that queue.
@@ -216,15 +260,27 @@ impl QueueUmem {
             shared: Mutex::new(Shared {
                 fill: None,
                 free: descs,
+                completed: vec![FrameDesc::default(); config.fill_size as usize],
             }),
             account,
             mode: Mutex::new(None),
         }))
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // A panic while holding the lock leaves rings and free list consistent (every step
+        // under it is a complete ring operation), so a poisoned lock is still usable.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The queue's rx queue index.
     pub fn queue(&self) -> u32 {
         self.queue
+    }
+
+    /// The interface.
+    pub fn iface(&self) -> &str {
+        &self.iface
     }
 
     /// How the queue's sockets are bound (after the first socket).
@@ -254,7 +310,7 @@ impl QueueUmem {
             .iface
             .parse()
             .map_err(|e| sock_err(format!("interface name: {e:?}")))?;
-        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shared = self.lock();
         let first = shared.fill.is_none();
         let wakeup = if self.config.need_wakeup {
             BindFlags::XDP_USE_NEED_WAKEUP
@@ -289,16 +345,28 @@ impl QueueUmem {
                         *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = Some(mode);
                     }
                     let fd = rx.fd().as_raw_fd();
+                    let ring = self.config.ring_size as usize;
                     drop(shared);
                     let mut socket = XskSocket {
-                        queue: Arc::clone(self),
-                        rx,
-                        _tx: tx,
-                        fd,
-                        batch: vec![FrameDesc::default(); self.config.ring_size as usize],
+                        rx: RxPart {
+                            queue: Arc::clone(self),
+                            ring: rx,
+                            fd,
+                            batch: vec![FrameDesc::default(); ring],
+                            pos: 0,
+                            len: 0,
+                            recycle: Vec::with_capacity(ring),
+                            released: 0,
+                        },
+                        tx: TxPart {
+                            queue: Arc::clone(self),
+                            ring: tx,
+                            cache: Vec::with_capacity(CACHE_BATCH * 2),
+                            pending: Vec::with_capacity(ring),
+                        },
                     };
                     if first {
-                        socket.refill()?;
+                        socket.rx.sync()?;
                     }
                     return Ok(socket);
                 }
@@ -312,110 +380,284 @@ impl QueueUmem {
     }
 }
 
-/// One AF_XDP socket: its own rx and tx rings, the queue's shared UMEM.
+/// One AF_XDP socket: its own rx and tx rings, the queue's shared UMEM. Split it with
+/// [`XskSocket::into_parts`] to drive the two directions independently.
 pub struct XskSocket {
-    queue: Arc<QueueUmem>,
-    rx: RxQueue,
-    /// Kept so the socket stays bound; transmit comes with the data path.
-    _tx: TxQueue,
-    fd: RawFd,
-    batch: Vec<FrameDesc>,
+    rx: RxPart,
+    tx: TxPart,
 }
 
 impl fmt::Debug for XskSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("XskSocket")
-            .field("fd", &self.fd)
-            .field("queue", &self.queue.queue)
+            .field("fd", &self.rx.fd)
+            .field("queue", &self.rx.queue.queue)
             .finish_non_exhaustive()
     }
 }
 
 impl AsRawFd for XskSocket {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd
+        self.rx.fd
     }
 }
 
 impl XskSocket {
     /// The queue this socket is bound to.
     pub fn queue(&self) -> &Arc<QueueUmem> {
-        &self.queue
-    }
-
-    /// Puts free frames into the queue's fill ring (as many as fit) and wakes the kernel if
-    /// it asked for it.
-    pub fn refill(&mut self) -> Result<usize> {
-        let q = &self.queue;
-        let mut shared = q.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let Shared { fill, free } = &mut *shared;
-        let Some((fq, _cq)) = fill.as_mut() else {
-            return Ok(0);
-        };
-        let n = (fq.nb_free(free.len() as u32) as usize).min(free.len());
-        if n == 0 {
-            return Ok(0);
-        }
-        let start = free.len() - n;
-        // SAFETY: these descriptors come from the free list: they belong to this UMEM and
-        // nothing else refers to their frames until the kernel hands them back on an rx ring.
-        let produced = unsafe { fq.produce(&free[start..]) };
-        free.truncate(free.len() - produced);
-        q.account
-            .moved(&q.account.free, &q.account.kernel_rx, produced);
-        if fq.needs_wakeup() {
-            fq.wakeup(self.rx.fd_mut(), 0)
-                .map_err(|source| XskError::Io {
-                    what: "fill ring wakeup",
-                    source,
-                })?;
-        }
-        Ok(produced)
+        &self.rx.queue
     }
 
     /// Waits up to `timeout_ms` for frames, hands each received frame to `f`, returns the
-    /// frames to the free list and refills the fill ring. Returns the number of frames.
+    /// frames to the fill ring. Returns the number of frames.
     pub fn recv(&mut self, timeout_ms: i32, mut f: impl FnMut(&[u8])) -> Result<usize> {
-        // SAFETY: `batch` only receives descriptors the kernel hands over on this socket's
-        // rx ring; they belong to this socket's UMEM.
-        let mut n = unsafe { self.rx.consume(&mut self.batch) };
-        if n == 0 {
-            // SAFETY: as above.
-            n = unsafe { self.rx.poll_and_consume(&mut self.batch, timeout_ms) }.map_err(
-                |source| XskError::Io {
-                    what: "rx poll",
-                    source,
-                },
-            )?;
+        if self.rx.fetch() == 0 {
+            wait_readable(&[self.rx.fd], timeout_ms)?;
         }
-        if n == 0 {
-            return Ok(0);
+        let mut n = 0;
+        while let Some(mut desc) = self.rx.next() {
+            self.rx.with_frame(&mut desc, |frame| f(frame));
+            self.rx.release(desc);
+            n += 1;
         }
-        let q = Arc::clone(&self.queue);
-        q.account.moved(&q.account.kernel_rx, &q.account.user, n);
-        for desc in &self.batch[..n] {
-            // SAFETY: the descriptor came from our rx ring, so user space owns the frame
-            // until it goes back to the free list below; nothing writes it meanwhile.
-            let data = unsafe { q.umem.data(desc) };
-            f(data.contents());
-        }
-        {
-            let mut shared = q.shared.lock().unwrap_or_else(|e| e.into_inner());
-            shared.free.extend_from_slice(&self.batch[..n]);
-        }
-        q.account.moved(&q.account.user, &q.account.free, n);
-        self.refill()?;
+        self.rx.sync()?;
         Ok(n)
     }
 
     /// The kernel's XDP_STATISTICS for this socket.
     pub fn statistics(&self) -> Result<xsk_rs::socket::XdpStatistics> {
-        self.rx
-            .fd()
-            .xdp_statistics()
-            .map_err(|source| XskError::Io {
-                what: "XDP_STATISTICS",
-                source,
-            })
+        self.rx.ring.fd().xdp_statistics().map_err(|source| XskError::Io {
+            what: "XDP_STATISTICS",
+            source,
+        })
+    }
+
+    /// The receive and transmit halves.
+    pub fn into_parts(self) -> (RxPart, TxPart) {
+        (self.rx, self.tx)
+    }
+}
+
+/// The receive half of a socket: its rx ring and the frames taken from it.
+pub struct RxPart {
+    queue: Arc<QueueUmem>,
+    ring: RxQueue,
+    fd: RawFd,
+    /// Descriptors consumed from the rx ring; `pos..len` are not handed out yet.
+    batch: Vec<FrameDesc>,
+    pos: usize,
+    len: usize,
+    /// Released frames, on their way back to the fill ring.
+    recycle: Vec<FrameDesc>,
+    /// Frames released since the last sync (for the accounting).
+    released: usize,
+}
+
+impl fmt::Debug for RxPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RxPart")
+            .field("fd", &self.fd)
+            .field("queue", &self.queue.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RxPart {
+    /// The socket's fd (for the XskMap and for waiting).
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// The queue this half belongs to.
+    pub fn queue(&self) -> &Arc<QueueUmem> {
+        &self.queue
+    }
+
+    /// Frames ready to be handed out, consuming a new batch from the rx ring if the last
+    /// one is used up. No system call.
+    pub fn fetch(&mut self) -> usize {
+        if self.pos == self.len {
+            // SAFETY: `batch` only receives descriptors the kernel hands over on this
+            // socket's rx ring; they belong to this UMEM, and the previous batch has been
+            // handed out entirely (pos == len).
+            let n = unsafe { self.ring.consume(&mut self.batch) };
+            self.pos = 0;
+            self.len = n;
+            let q = &self.queue;
+            q.account.moved(&q.account.kernel_rx, &q.account.user, n);
+        }
+        self.len - self.pos
+    }
+
+    /// The next received frame. User space owns it until [`RxPart::release`].
+    pub fn next(&mut self) -> Option<FrameDesc> {
+        if self.fetch() == 0 {
+            return None;
+        }
+        let desc = self.batch[self.pos];
+        self.pos += 1;
+        Some(desc)
+    }
+
+    /// Runs `f` on the frame's bytes, mutable in place.
+    pub fn with_frame<R>(&self, desc: &mut FrameDesc, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        // SAFETY: `desc` came from this socket's rx ring (via `next`) and has not been
+        // released: user space owns the frame, nothing else reads or writes it.
+        let mut data = unsafe { self.queue.umem.data_mut(desc) };
+        f(data.contents_mut())
+    }
+
+    /// Gives a frame back; it returns to the fill ring at the next [`RxPart::sync`].
+    pub fn release(&mut self, desc: FrameDesc) {
+        self.recycle.push(desc);
+        self.released += 1;
+    }
+
+    /// Returns released frames to the fill ring (one lock), reclaims completed tx frames,
+    /// and wakes the kernel if the fill ring asks for it.
+    pub fn sync(&mut self) -> Result<()> {
+        let q = Arc::clone(&self.queue);
+        q.account.moved(&q.account.user, &q.account.free, self.released);
+        self.released = 0;
+        let needs_wakeup = {
+            let mut shared = q.lock();
+            shared.free.append(&mut self.recycle);
+            shared.reclaim(&q.account);
+            shared.top_up(&q.account);
+            shared.fill_needs_wakeup()
+        };
+        if needs_wakeup {
+            // Any socket bound to the queue can wake it; use our own fd.
+            wait_readable(&[self.fd], 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// The transmit half of a socket: its tx ring and a small cache of free frames.
+pub struct TxPart {
+    queue: Arc<QueueUmem>,
+    ring: TxQueue,
+    /// Free frames this socket may write (counted as free).
+    cache: Vec<FrameDesc>,
+    /// Written frames not yet on the tx ring.
+    pending: Vec<FrameDesc>,
+}
+
+impl fmt::Debug for TxPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TxPart")
+            .field("queue", &self.queue.queue)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TxPart {
+    /// Whether a frame can be written now (takes a batch of free frames if the cache is
+    /// empty: one lock per batch).
+    pub fn ready(&mut self) -> bool {
+        if self.cache.is_empty() {
+            let q = &self.queue;
+            let mut shared = q.lock();
+            shared.reclaim(&q.account);
+            let take = CACHE_BATCH.min(shared.free.len());
+            let start = shared.free.len() - take;
+            self.cache.extend(shared.free.drain(start..));
+        }
+        !self.cache.is_empty() && self.pending.len() < self.pending.capacity()
+    }
+
+    /// Writes a frame of `len` bytes with `f` and queues it for transmission. Returns `None`
+    /// if no frame is free (the caller retries later).
+    pub fn send<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        if !self.ready() {
+            return None;
+        }
+        let mut desc = self.cache.pop()?;
+        // SAFETY: the descriptor comes from the free list (via the cache): it belongs to
+        // this UMEM and nothing else refers to its frame.
+        let mut data = unsafe { self.queue.umem.data_mut(&mut desc) };
+        data.cursor().set_pos(len);
+        let r = f(data.contents_mut());
+        self.pending.push(desc);
+        Some(r)
+    }
+
+    /// Puts queued frames on the tx ring and kicks the kernel if it asks for it.
+    pub fn flush(&mut self) -> Result<usize> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        // SAFETY: pending descriptors are frames of this UMEM written by `send`, owned by
+        // user space until the kernel takes them from the tx ring.
+        let n = unsafe { self.ring.produce(&self.pending) };
+        let q = &self.queue;
+        q.account.moved(&q.account.free, &q.account.kernel_tx, n);
+        self.pending.drain(..n);
+        if n > 0 && self.ring.needs_wakeup() {
+            if let Err(source) = self.ring.wakeup() {
+                // EAGAIN/EBUSY: the kernel is busy with the ring; the next flush kicks again.
+                if !matches!(source.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY)) {
+                    return Err(XskError::Io {
+                        what: "tx wakeup",
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Frames written but not on the ring yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+impl Drop for TxPart {
+    fn drop(&mut self) {
+        // Cached and unsent frames go back to the queue's free list (sent ones come back
+        // through the completion ring).
+        let mut shared = self.queue.lock();
+        shared.free.append(&mut self.cache);
+        shared.free.append(&mut self.pending);
+    }
+}
+
+impl Drop for RxPart {
+    fn drop(&mut self) {
+        // Frames still in the batch or released but not yet recycled go back to the free
+        // list, so the queue's accounting stays whole when a socket goes away.
+        let q = Arc::clone(&self.queue);
+        let unhanded = self.len - self.pos;
+        let held = unhanded + self.released;
+        q.account.moved(&q.account.user, &q.account.free, held);
+        let mut shared = q.lock();
+        shared.free.extend_from_slice(&self.batch[self.pos..self.len]);
+        shared.free.append(&mut self.recycle);
+    }
+}
+
+/// Waits until one of `fds` is readable or `timeout_ms` passes (0: just kick the kernel).
+pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let borrowed: Vec<BorrowedFd<'_>> = fds
+        .iter()
+        // SAFETY: the fds belong to sockets that outlive this call (the caller holds them).
+        .map(|fd| unsafe { BorrowedFd::borrow_raw(*fd) })
+        .collect();
+    let mut pfds: Vec<PollFd<'_>> = borrowed
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    let timeout = PollTimeout::try_from(timeout_ms.max(-1)).unwrap_or(PollTimeout::NONE);
+    match poll(&mut pfds, timeout) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(XskError::Io {
+            what: "poll",
+            source: e.into(),
+        }),
     }
 }
