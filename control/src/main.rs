@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 mod demo;
+mod serve;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ enum Cmd {
     /// Show the classifier at work: on a private veth pair between two fresh network
     /// namespaces (default), or watching a real interface (--iface).
     Demo(demo::DemoArgs),
+    /// Serve echo, HTTP or discard from N threads, each its own network node.
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -25,6 +28,7 @@ fn main() {
     let cli = Cli::parse();
     let r: Result<()> = match cli.command {
         Cmd::Demo(a) => demo::run(&a),
+        Cmd::Serve(a) => serve::run(&a),
     };
     if let Err(e) = r {
         eprintln!("ioth: error: {e:#}");

@@ -6,11 +6,17 @@
 //! harness share.
 #![deny(unsafe_code)]
 
+pub mod checksum;
 pub mod classifier;
+pub mod dataplane;
+pub mod device;
 pub mod netns;
+pub mod stack;
 pub mod xsk;
 
 pub use classifier::{
     AttachMode, Classifier, ClassifierError, EndpointAddrs, EndpointId, LoadOptions, ModeRequest,
     VerdictCounters,
 };
+pub use dataplane::{Dataplane, DataplaneError, DataplaneOptions, EndpointStack};
+pub use stack::{Congestion, Stack, StackConfig, TcpListener};

@@ -415,7 +415,7 @@ impl XskSocket {
             wait_readable(&[self.rx.fd], timeout_ms)?;
         }
         let mut n = 0;
-        while let Some(mut desc) = self.rx.next() {
+        while let Some(mut desc) = self.rx.next_frame() {
             self.rx.with_frame(&mut desc, |frame| f(frame));
             self.rx.release(desc);
             n += 1;
@@ -426,10 +426,14 @@ impl XskSocket {
 
     /// The kernel's XDP_STATISTICS for this socket.
     pub fn statistics(&self) -> Result<xsk_rs::socket::XdpStatistics> {
-        self.rx.ring.fd().xdp_statistics().map_err(|source| XskError::Io {
-            what: "XDP_STATISTICS",
-            source,
-        })
+        self.rx
+            .ring
+            .fd()
+            .xdp_statistics()
+            .map_err(|source| XskError::Io {
+                what: "XDP_STATISTICS",
+                source,
+            })
     }
 
     /// The receive and transmit halves.
@@ -490,7 +494,7 @@ impl RxPart {
     }
 
     /// The next received frame. User space owns it until [`RxPart::release`].
-    pub fn next(&mut self) -> Option<FrameDesc> {
+    pub fn next_frame(&mut self) -> Option<FrameDesc> {
         if self.fetch() == 0 {
             return None;
         }
@@ -517,7 +521,8 @@ impl RxPart {
     /// and wakes the kernel if the fill ring asks for it.
     pub fn sync(&mut self) -> Result<()> {
         let q = Arc::clone(&self.queue);
-        q.account.moved(&q.account.user, &q.account.free, self.released);
+        q.account
+            .moved(&q.account.user, &q.account.free, self.released);
         self.released = 0;
         let needs_wakeup = {
             let mut shared = q.lock();
@@ -595,16 +600,16 @@ impl TxPart {
         let q = &self.queue;
         q.account.moved(&q.account.free, &q.account.kernel_tx, n);
         self.pending.drain(..n);
-        if n > 0 && self.ring.needs_wakeup() {
-            if let Err(source) = self.ring.wakeup() {
-                // EAGAIN/EBUSY: the kernel is busy with the ring; the next flush kicks again.
-                if !matches!(source.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY)) {
-                    return Err(XskError::Io {
-                        what: "tx wakeup",
-                        source,
-                    });
-                }
-            }
+        if n > 0
+            && self.ring.needs_wakeup()
+            && let Err(source) = self.ring.wakeup()
+            // EAGAIN/EBUSY: the kernel is busy with the ring; the next flush kicks again.
+            && !matches!(source.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY))
+        {
+            return Err(XskError::Io {
+                what: "tx wakeup",
+                source,
+            });
         }
         Ok(n)
     }
@@ -634,7 +639,9 @@ impl Drop for RxPart {
         let held = unhanded + self.released;
         q.account.moved(&q.account.user, &q.account.free, held);
         let mut shared = q.lock();
-        shared.free.extend_from_slice(&self.batch[self.pos..self.len]);
+        shared
+            .free
+            .extend_from_slice(&self.batch[self.pos..self.len]);
         shared.free.append(&mut self.recycle);
     }
 }

@@ -26,6 +26,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("curl", "tests and demo: HTTP peer"),
     ("socat", "tests and demo: TCP/UDP peer"),
     ("tcpdump", "tests: reads ioth's pcap"),
+    (
+        "bpftool",
+        "tests: inspect the classifier's maps from outside",
+    ),
 ];
 
 /// The bpf-linker release and the LLVM majors it can link (its cargo features).

@@ -1,0 +1,515 @@
+//! `ioth serve`: N worker threads, each its own network node (own MAC, own IPs, own smoltcp
+//! stack over its own AF_XDP sockets), serving echo, HTTP or discard.
+//!
+//! Thread i owns A.B.C.(D+i) and X::(Y+i). Each prints a ready line; a final ready line
+//! follows. SIGINT/SIGTERM stop the threads (their classifier entries go with their stacks),
+//! then the program is detached and the UMEMs freed.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use ioth_dataplane::{
+    Congestion, Dataplane, DataplaneOptions, ModeRequest, StackConfig, TcpListener,
+    classifier::format_mac,
+};
+use smoltcp::{
+    iface::SocketHandle,
+    socket::{tcp, udp},
+    time::Instant,
+};
+
+/// The application each thread serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum App {
+    /// TCP and UDP echo (port 7 by default).
+    Echo,
+    /// HTTP/1.1: `GET /` answers with the thread's index and IP (port 80 by default).
+    Http,
+    /// TCP and UDP discard (port 9 by default).
+    Discard,
+}
+
+/// XDP attach mode on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Driver mode, else skb mode.
+    Auto,
+    /// Driver (native) mode only.
+    Driver,
+    /// Skb (generic) mode only.
+    Skb,
+}
+
+/// Options of `ioth serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Interface to attach to.
+    #[arg(long)]
+    pub iface: String,
+    /// Worker threads; thread i owns the (i+1)-th address of each range.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u16,
+    /// First thread's IPv4 address and prefix, e.g. 10.99.0.11/24.
+    #[arg(long)]
+    pub ipv4: String,
+    /// First thread's IPv6 address and prefix, e.g. fd00:99::11/64.
+    #[arg(long)]
+    pub ipv6: Option<String>,
+    /// What each thread serves.
+    #[arg(long, value_enum, default_value_t = App::Echo)]
+    pub app: App,
+    /// Port (default: 7 echo, 80 http, 9 discard).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Spin on the rings instead of sleeping in poll(2) (lower latency, a full core each).
+    #[arg(long)]
+    pub busy_poll: bool,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub mode: Mode,
+    /// Default IPv4 gateway of every stack.
+    #[arg(long)]
+    pub gateway4: Option<Ipv4Addr>,
+    /// Default IPv6 gateway of every stack.
+    #[arg(long)]
+    pub gateway6: Option<Ipv6Addr>,
+    /// TCP congestion control: none, reno or cubic.
+    #[arg(long, default_value = "cubic")]
+    pub congestion: Congestion,
+    /// TCP buffer size per socket and direction, bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub tcp_buffer: usize,
+    /// Most sockets per stack.
+    #[arg(long, default_value_t = 4096)]
+    pub max_sockets: usize,
+    /// Listen backlog per thread.
+    #[arg(long, default_value_t = 128)]
+    pub backlog: usize,
+    /// Use addresses even if a host interface has them configured.
+    #[arg(long)]
+    pub force: bool,
+    /// Testing aid: thread N panics one second after it is ready.
+    #[arg(long, hide = true)]
+    pub test_panic_thread: Option<u16>,
+}
+
+fn parse_cidr4(s: &str) -> Result<(Ipv4Addr, u8)> {
+    let (a, p) = s
+        .split_once('/')
+        .with_context(|| format!("--ipv4 {s:?}: expected A.B.C.D/PREFIX"))?;
+    let a: Ipv4Addr = a
+        .parse()
+        .with_context(|| format!("--ipv4 {s:?}: bad address"))?;
+    let p: u8 = p
+        .parse()
+        .with_context(|| format!("--ipv4 {s:?}: bad prefix"))?;
+    if p == 0 || p > 32 {
+        bail!("--ipv4 {s:?}: prefix must be 1..=32");
+    }
+    Ok((a, p))
+}
+
+fn parse_cidr6(s: &str) -> Result<(Ipv6Addr, u8)> {
+    let (a, p) = s
+        .split_once('/')
+        .with_context(|| format!("--ipv6 {s:?}: expected X::Y/PREFIX"))?;
+    let a: Ipv6Addr = a
+        .parse()
+        .with_context(|| format!("--ipv6 {s:?}: bad address"))?;
+    let p: u8 = p
+        .parse()
+        .with_context(|| format!("--ipv6 {s:?}: bad prefix"))?;
+    if p == 0 || p > 128 {
+        bail!("--ipv6 {s:?}: prefix must be 1..=128");
+    }
+    Ok((a, p))
+}
+
+/// The i-th IPv4 address after `base`, staying inside `base`'s last octet range.
+fn nth_v4(base: Ipv4Addr, i: u16) -> Result<Ipv4Addr> {
+    let o = base.octets();
+    let last = u16::from(o[3]) + i;
+    if last > 254 {
+        bail!("--ipv4 {base} with {} threads runs past .254", i + 1);
+    }
+    Ok(Ipv4Addr::new(o[0], o[1], o[2], last as u8))
+}
+
+fn nth_v6(base: Ipv6Addr, i: u16) -> Result<Ipv6Addr> {
+    let mut s = base.segments();
+    s[7] = s[7]
+        .checked_add(i)
+        .with_context(|| format!("--ipv6 {base} with {} threads overflows", i + 1))?;
+    Ok(Ipv6Addr::from(s))
+}
+
+/// A locally administered MAC derived from the interface name and the thread index.
+pub fn thread_mac(iface: &str, index: u16) -> [u8; 6] {
+    // FNV-1a: stable across runs and machines.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in iface.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let h = h.to_be_bytes();
+    let i = index.to_be_bytes();
+    [0x02, h[1], h[2], h[3], i[0], i[1]]
+}
+
+/// Addresses configured on host interfaces (in this namespace), from `ip -o addr`.
+fn host_addresses() -> Result<Vec<String>> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "addr", "show"])
+        .output()
+        .context("running ip -o addr show")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.find(|x| *x == "inet" || *x == "inet6")?;
+            w.next()?.split('/').next().map(str::to_owned)
+        })
+        .collect())
+}
+
+/// What the workers report to the main thread.
+#[derive(Debug, Default)]
+struct ThreadStats {
+    requests: AtomicU64,
+}
+
+struct Conn {
+    handle: SocketHandle,
+    request: Vec<u8>,
+    answered: bool,
+}
+
+fn worker(
+    dp: Arc<Dataplane>,
+    index: u16,
+    config: StackConfig,
+    args: Arc<WorkerArgs>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<ThreadStats>,
+    ready: mpsc::Sender<Result<String, String>>,
+) {
+    let clock = std::time::Instant::now();
+    let now = || Instant::from_micros(clock.elapsed().as_micros() as i64);
+    let ip = config.ipv4[0].0;
+    let ipv6 = config.ipv6.first().map(|(a, _)| *a);
+    let mac = config.mac;
+    let mut stack = match dp.stack(config, now()) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(format!("thread {index}: {e:#}")));
+            return;
+        }
+    };
+    let mut listener = match TcpListener::bind(&mut stack, args.port, args.backlog) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("thread {index}: {e}")));
+            return;
+        }
+    };
+    let udp = match args.app {
+        App::Echo | App::Discard => match stack.udp_bind(args.port, 256) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                let _ = ready.send(Err(format!("thread {index}: {e}")));
+                return;
+            }
+        },
+        App::Http => None,
+    };
+    let queues = dp.queues().len();
+    let _ = ready.send(Ok(format!(
+        "ready thread={index} ipv4={ip} ipv6={} mac={} queues={queues} xdp={} xsk={}",
+        ipv6.map_or("-".to_owned(), |a| a.to_string()),
+        format_mac(mac),
+        dp.attach_mode(),
+        dp.bind_mode().map_or("-".to_owned(), |m| m.to_string()),
+    )));
+    let body = format!("ioth thread {index} at {ip}\n");
+    let panic_at = (args.test_panic_thread == Some(index))
+        .then(|| now() + smoltcp::time::Duration::from_secs(1));
+    let mut conns: Vec<Conn> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        if panic_at.is_some_and(|t| now() >= t) {
+            panic!("thread {index}: panic requested by --test-panic-thread");
+        }
+        if let Err(e) = stack.poll(now()) {
+            log::warn!("thread {index}: link error: {e}");
+        }
+        while let Some(handle) = listener.accept(&mut stack) {
+            conns.push(Conn {
+                handle,
+                request: Vec::new(),
+                answered: false,
+            });
+        }
+        let mut worked = false;
+        conns.retain_mut(|c| {
+            let sockets = stack.sockets();
+            let s = sockets.get_mut::<tcp::Socket<'_>>(c.handle);
+            if s.can_recv() {
+                let n = s.recv_slice(&mut buf).unwrap_or(0);
+                worked |= n > 0;
+                match args.app {
+                    App::Echo => {
+                        let sent = s.send_slice(&buf[..n]).unwrap_or(0);
+                        if sent < n {
+                            // The send buffer is full: keep the rest as pending request bytes.
+                            c.request.extend_from_slice(&buf[sent..n]);
+                        }
+                        stats.requests.fetch_add(1, Ordering::Relaxed);
+                    }
+                    App::Discard => {}
+                    App::Http => {
+                        if c.request.len() < 16 * 1024 {
+                            c.request.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                }
+            }
+            if args.app == App::Echo && !c.request.is_empty() && s.can_send() {
+                let sent = s.send_slice(&c.request).unwrap_or(0);
+                c.request.drain(..sent);
+            }
+            if args.app == App::Http && !c.answered {
+                let complete = c.request.windows(4).any(|w| w == b"\r\n\r\n");
+                if complete || c.request.len() >= 16 * 1024 {
+                    let (status, text) = if complete && c.request.starts_with(b"GET ") {
+                        ("200 OK", body.as_str())
+                    } else {
+                        ("400 Bad Request", "bad request\n")
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\nServer: ioth\r\n\r\n{text}",
+                        text.len()
+                    );
+                    let _ = s.send_slice(resp.as_bytes());
+                    s.close();
+                    c.answered = true;
+                    stats.requests.fetch_add(1, Ordering::Relaxed);
+                    worked = true;
+                }
+            }
+            if !s.may_recv() && s.send_queue() == 0 && c.request.is_empty() && s.is_open() {
+                s.close();
+            }
+            let done = matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
+            if done {
+                sockets.remove(c.handle);
+            }
+            !done
+        });
+        if let Some(h) = udp {
+            let s = stack.sockets().get_mut::<udp::Socket<'_>>(h);
+            while let Ok((n, meta)) = s.recv_slice(&mut buf) {
+                worked = true;
+                stats.requests.fetch_add(1, Ordering::Relaxed);
+                if args.app == App::Echo && s.send_slice(&buf[..n], meta.endpoint).is_err() {
+                    break;
+                }
+            }
+        }
+        if worked && let Err(e) = stack.poll(now()) {
+            log::warn!("thread {index}: link error: {e}");
+        }
+        if !args.busy_poll
+            && let Err(e) = stack.wait(now(), Duration::from_millis(100))
+        {
+            log::warn!("thread {index}: wait: {e}");
+        }
+    }
+}
+
+struct WorkerArgs {
+    app: App,
+    port: u16,
+    backlog: usize,
+    busy_poll: bool,
+    test_panic_thread: Option<u16>,
+}
+
+pub fn run(args: &ServeArgs) -> Result<()> {
+    if args.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let (v4, p4) = parse_cidr4(&args.ipv4)?;
+    let v6 = args.ipv6.as_deref().map(parse_cidr6).transpose()?;
+    let mut configs = Vec::new();
+    let host = host_addresses()?;
+    for i in 0..args.threads {
+        let ip4 = nth_v4(v4, i)?;
+        let ip6 = v6.map(|(a, p)| nth_v6(a, i).map(|a| (a, p))).transpose()?;
+        for a in std::iter::once(ip4.to_string()).chain(ip6.map(|(a, _)| a.to_string())) {
+            if !args.force && host.contains(&a) {
+                bail!("{a} is configured on a host interface; refusing to take it (use --force)");
+            }
+        }
+        configs.push(StackConfig {
+            mac: thread_mac(&args.iface, i),
+            ipv4: vec![(ip4, p4)],
+            ipv6: ip6.into_iter().collect(),
+            gateway_v4: args.gateway4,
+            gateway_v6: args.gateway6,
+            tcp_rx_buffer: args.tcp_buffer,
+            tcp_tx_buffer: args.tcp_buffer,
+            congestion: args.congestion,
+            max_sockets: args.max_sockets,
+            seed: u64::from(i) ^ 0x10_7e_ad,
+            ..StackConfig::default()
+        });
+    }
+    let port = args.port.unwrap_or(match args.app {
+        App::Echo => 7,
+        App::Http => 80,
+        App::Discard => 9,
+    });
+    let mode = match args.mode {
+        Mode::Auto => ModeRequest::Auto,
+        Mode::Driver => ModeRequest::Driver,
+        Mode::Skb => ModeRequest::Skb,
+    };
+    let dp = Dataplane::attach(
+        &args.iface,
+        DataplaneOptions {
+            mode,
+            ..DataplaneOptions::default()
+        },
+    )
+    .with_context(|| format!("attaching to {}", args.iface))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let wargs = Arc::new(WorkerArgs {
+        app: args.app,
+        port,
+        backlog: args.backlog,
+        busy_poll: args.busy_poll,
+        test_panic_thread: args.test_panic_thread,
+    });
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut workers = Vec::new();
+    for (i, config) in configs.into_iter().enumerate() {
+        let (dp, stop, wargs, ready) = (
+            Arc::clone(&dp),
+            Arc::clone(&stop),
+            Arc::clone(&wargs),
+            ready_tx.clone(),
+        );
+        let stats = Arc::new(ThreadStats::default());
+        let s = Arc::clone(&stats);
+        let handle = thread::Builder::new()
+            .name(format!("ioth-{i}"))
+            .spawn(move || worker(dp, i as u16, config, wargs, stop, s, ready))
+            .context("spawning a worker thread")?;
+        workers.push((handle, stats));
+    }
+    drop(ready_tx);
+    let mut failed = None;
+    for _ in 0..args.threads {
+        match ready_rx.recv() {
+            Ok(Ok(line)) => println!("{line}"),
+            Ok(Err(e)) => {
+                failed.get_or_insert(e);
+            }
+            Err(_) => {
+                failed.get_or_insert("a worker exited before it was ready".into());
+            }
+        }
+    }
+    if let Some(e) = failed {
+        stop.store(true, Ordering::Relaxed);
+        for (h, _) in workers {
+            let _ = h.join();
+        }
+        bail!("{e}");
+    }
+    println!(
+        "ready threads={} iface={} app={:?} port={port}",
+        args.threads, args.iface, args.app
+    );
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    while !stop.load(Ordering::Relaxed) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    for (i, (h, stats)) in workers.into_iter().enumerate() {
+        let panicked = h.join().is_err();
+        println!(
+            "stopped thread={i} requests={}{}",
+            stats.requests.load(Ordering::Relaxed),
+            if panicked { " (panicked)" } else { "" }
+        );
+    }
+    let leaked: Vec<_> = dp
+        .queues()
+        .iter()
+        .filter(|q| q.frames().total() != q.frame_count())
+        .map(|q| q.queue())
+        .collect();
+    if !leaked.is_empty() {
+        log::warn!("UMEM frames unaccounted on queues {leaked:?}");
+    }
+    drop(dp);
+    println!("stopped: classifier detached, UMEM freed");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_are_parsed_and_bad_ones_refused() {
+        assert_eq!(
+            parse_cidr4("10.99.0.11/24").unwrap(),
+            (Ipv4Addr::new(10, 99, 0, 11), 24)
+        );
+        for bad in [
+            "10.99.0.11",
+            "10.99.0.256/24",
+            "10.99.0.1/33",
+            "x/24",
+            "10.0.0.1/0",
+        ] {
+            assert!(parse_cidr4(bad).is_err(), "{bad}");
+        }
+        assert!(parse_cidr6("fd00:99::11/64").is_ok());
+        assert!(parse_cidr6("fd00:99::11/129").is_err());
+    }
+
+    #[test]
+    fn thread_addresses_step_and_stop_at_the_range_end() {
+        let b = Ipv4Addr::new(10, 99, 0, 250);
+        assert_eq!(nth_v4(b, 4).unwrap(), Ipv4Addr::new(10, 99, 0, 254));
+        assert!(nth_v4(b, 5).is_err());
+        let b6: Ipv6Addr = "fd00::ffff".parse().unwrap();
+        assert!(nth_v6(b6, 1).is_err());
+    }
+
+    #[test]
+    fn thread_macs_are_unicast_local_stable_and_distinct() {
+        let a = thread_mac("veth0", 0);
+        assert_eq!(a[0] & 0x03, 0x02);
+        assert_eq!(a, thread_mac("veth0", 0));
+        assert_ne!(a, thread_mac("veth0", 1));
+        assert_ne!(a, thread_mac("veth1", 0));
+    }
+}

@@ -1,0 +1,382 @@
+//! `ioth serve` on a veth pair between fresh namespaces, checked with real peers from the
+//! peer namespace: ping, curl, socat, and kernel TCP/UDP sockets.
+//!
+//! Privileged: run by `cargo xtask test` as root (`--ignored`).
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use ioth_dataplane::netns::{NetNs, VethPair};
+
+const BASE_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 11);
+const BASE_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 0x11);
+
+fn v4(i: u8) -> Ipv4Addr {
+    let o = BASE_V4.octets();
+    Ipv4Addr::new(o[0], o[1], o[2], o[3] + i)
+}
+
+fn v6(i: u8) -> Ipv6Addr {
+    let mut s = BASE_V6.segments();
+    s[7] += u16::from(i);
+    Ipv6Addr::from(s)
+}
+
+/// A running `ioth serve` in the host namespace; SIGTERMed on drop.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    ready: Vec<String>,
+}
+
+impl Server {
+    fn start(pair: &VethPair, threads: u8, app: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", pair.host.name()])
+            .arg(env!("CARGO_BIN_EXE_ioth"))
+            .args([
+                "serve",
+                "--iface",
+                &pair.host_if,
+                "--threads",
+                &threads.to_string(),
+            ])
+            .args([
+                "--ipv4",
+                &format!("{BASE_V4}/24"),
+                "--ipv6",
+                &format!("{BASE_V6}/64"),
+            ])
+            .args(["--app", app])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start ioth serve");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = Server {
+            child,
+            lines: rx,
+            ready: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = s
+                .lines
+                .recv_timeout(left)
+                .expect("ioth serve did not print its final ready line");
+            let last = line.starts_with("ready threads=");
+            s.ready.push(line);
+            if last {
+                break;
+            }
+        }
+        assert_eq!(s.ready.len(), usize::from(threads) + 1, "{:?}", s.ready);
+        s
+    }
+
+    /// Sends SIGTERM, waits, and returns the exit status and the remaining output.
+    fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.terminate();
+        let rest = self.lines.try_iter().collect();
+        (status, rest)
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                // Let the reader thread drain the pipe.
+                thread::sleep(Duration::from_millis(100));
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().expect("wait");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+fn peer_ok(ns: &NetNs, program: &str, args: &[&str]) -> (bool, String) {
+    let out = ns
+        .command(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run peer command");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Runs `f` on a fresh thread inside `ns`.
+fn in_ns<T: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let name = ns.name().to_owned();
+    thread::spawn(move || {
+        let file = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("thread in namespace")
+}
+
+fn xdp_attached(ns: &NetNs, ifname: &str) -> bool {
+    let out = ns
+        .ip(&["-d", "link", "show", ifname])
+        .expect("ip link show");
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn every_thread_answers_ping_curl_tcp_and_udp_at_its_own_addresses() {
+    let threads = 4;
+    let pair = VethPair::new("serve", 2).expect("veth pair");
+    let server = Server::start(&pair, threads, "http", &[]);
+    for i in 0..threads {
+        let line = server
+            .ready
+            .iter()
+            .find(|l| l.starts_with(&format!("ready thread={i} ")))
+            .expect("a ready line per thread");
+        assert!(line.contains(&format!("ipv4={} ", v4(i))), "{line}");
+        for ip in [v4(i).to_string(), v6(i).to_string()] {
+            let (ok, out) = peer_ok(
+                &pair.peer,
+                "ping",
+                &["-c", "3", "-i", "0.2", "-W", "2", &ip],
+            );
+            assert!(ok, "ping {ip} failed:\n{out}");
+        }
+        for url in [format!("http://{}/", v4(i)), format!("http://[{}]/", v6(i))] {
+            let (ok, body) = peer_ok(&pair.peer, "curl", &["-sS", "-m", "5", &url]);
+            assert!(ok, "curl {url} failed");
+            assert_eq!(body, format!("ioth thread {i} at {}\n", v4(i)), "{url}");
+        }
+    }
+    // The host's own address still belongs to the kernel.
+    let (ok, _) = peer_ok(&pair.peer, "ping", &["-c", "1", "-W", "2", "10.99.0.1"]);
+    assert!(ok, "host ping failed");
+    let (status, rest) = server.stop();
+    assert!(
+        status.success(),
+        "ioth serve exited with {status}: {rest:?}"
+    );
+    assert!(
+        rest.iter()
+            .any(|l| l.starts_with("stopped: classifier detached")),
+        "{rest:?}"
+    );
+    assert!(
+        !xdp_attached(&pair.host, &pair.host_if),
+        "program left attached"
+    );
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn echo_over_tcp_and_udp_with_socat_and_kernel_sockets() {
+    let threads = 2;
+    let pair = VethPair::new("echo", 2).expect("veth pair");
+    let server = Server::start(&pair, threads, "echo", &[]);
+    for i in 0..threads {
+        for target in [
+            format!("TCP:{}:7", v4(i)),
+            format!("TCP6:[{}]:7", v6(i)),
+            format!("UDP:{}:7", v4(i)),
+            format!("UDP6:[{}]:7", v6(i)),
+        ] {
+            let msg = format!("hello {target}");
+            let out = pair
+                .peer
+                .command("socat")
+                .args(["-t", "2", "-T", "3", "-", &target])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    c.stdin
+                        .take()
+                        .unwrap()
+                        .write_all(format!("{msg}\n").as_bytes())?;
+                    c.wait_with_output()
+                })
+                .expect("socat");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                format!("{msg}\n"),
+                "{target}"
+            );
+        }
+    }
+    // 1000 concurrent TCP connections over both threads, each echoing its own message.
+    let conns = in_ns(&pair.peer, move || {
+        let mut streams = Vec::new();
+        for c in 0..1000u32 {
+            let ip = IpAddr::V4(v4((c % 2) as u8));
+            let s = TcpStream::connect_timeout(&SocketAddr::new(ip, 7), Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("connection {c}: {e}"));
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            streams.push((c, s));
+        }
+        for (c, s) in &mut streams {
+            s.write_all(format!("connection {c:04}\n").as_bytes())
+                .unwrap();
+        }
+        let mut ok = 0;
+        for (c, s) in &mut streams {
+            let mut buf = [0u8; 16];
+            s.read_exact(&mut buf)
+                .unwrap_or_else(|e| panic!("connection {c}: {e}"));
+            assert_eq!(&buf, format!("connection {c:04}\n").as_bytes());
+            ok += 1;
+        }
+        ok
+    });
+    assert_eq!(conns, 1000);
+    // UDP datagrams echoed, at a moderate rate.
+    let lost = in_ns(&pair.peer, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut lost = 0;
+        let mut buf = [0u8; 64];
+        for n in 0..2000u32 {
+            let msg = n.to_be_bytes();
+            s.send_to(&msg, (v4(0), 7)).unwrap();
+            match s.recv(&mut buf) {
+                Ok(4) if buf[..4] == msg => {}
+                _ => lost += 1,
+            }
+        }
+        lost
+    });
+    assert_eq!(lost, 0, "UDP datagrams lost");
+    let (status, rest) = server.stop();
+    assert!(status.success(), "{rest:?}");
+}
+
+/// The IPv4 keys of the IOTH_BY_IPV4 map of the program attached to `ifname`, read with
+/// bpftool (nothing of ours in the loop).
+fn classifier_ipv4_keys(ns: &NetNs, ifname: &str) -> Vec<Ipv4Addr> {
+    let out = ns
+        .ip(&["-d", "link", "show", ifname])
+        .expect("ip link show");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let Some(id) = text
+        .split("prog/xdp id ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+    else {
+        return Vec::new();
+    };
+    let bpftool = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new("bpftool")
+            .arg("-j")
+            .args(args)
+            .output()
+            .expect("bpftool");
+        serde_json::from_slice(&out.stdout).expect("bpftool JSON")
+    };
+    let prog = bpftool(&["prog", "show", "id", id]);
+    for map in prog["map_ids"].as_array().expect("map_ids") {
+        let mid = map.to_string();
+        if bpftool(&["map", "show", "id", &mid])["name"] != "IOTH_BY_IPV4" {
+            continue;
+        }
+        let dump = bpftool(&["map", "dump", "id", &mid]);
+        return dump
+            .as_array()
+            .expect("dump")
+            .iter()
+            .map(|e| {
+                let b: Vec<u8> = e["key"]
+                    .as_array()
+                    .expect("raw key bytes")
+                    .iter()
+                    .map(|x| {
+                        u8::from_str_radix(x.as_str().unwrap().trim_start_matches("0x"), 16)
+                            .unwrap()
+                    })
+                    .collect();
+                Ipv4Addr::new(b[0], b[1], b[2], b[3])
+            })
+            .collect();
+    }
+    panic!("no IOTH_BY_IPV4 map on program {id}");
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn a_panicking_thread_stops_receiving_while_the_others_serve() {
+    let pair = VethPair::new("panic", 1).expect("veth pair");
+    let server = Server::start(&pair, 2, "http", &["--test-panic-thread", "1"]);
+    let ready = Instant::now();
+    let mut keys = classifier_ipv4_keys(&pair.host, &pair.host_if);
+    keys.sort();
+    assert_eq!(keys, vec![v4(0), v4(1)]);
+    // Thread 1 panics one second after it is ready; its stack drops while unwinding, which
+    // removes its classifier entries: gone within a second of the panic.
+    let gone = loop {
+        let keys = classifier_ipv4_keys(&pair.host, &pair.host_if);
+        if keys == vec![v4(0)] {
+            break ready.elapsed();
+        }
+        assert!(
+            ready.elapsed() < Duration::from_secs(2),
+            "entries still there: {keys:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    println!("panicked thread's entries removed {gone:?} after ready (panic at ~1 s)");
+    // Frames to its IP now pass to the kernel, which does not own it: no answer. Thread 0
+    // keeps serving.
+    let (ok, _) = peer_ok(
+        &pair.peer,
+        "curl",
+        &["-sS", "-m", "5", &format!("http://{}/", v4(0))],
+    );
+    assert!(ok, "thread 0 stopped serving");
+    pair.peer.ip(&["neigh", "flush", "all"]).unwrap();
+    let (ok, _) = peer_ok(
+        &pair.peer,
+        "ping",
+        &["-c", "2", "-W", "1", &v4(1).to_string()],
+    );
+    assert!(!ok, "the panicked thread's address still answers");
+    let (status, rest) = server.stop();
+    assert!(status.success(), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("thread=1") && l.contains("panicked")),
+        "{rest:?}"
+    );
+}

@@ -1,0 +1,220 @@
+//! Receive-side TCP/UDP checksum check that also completes *partial* checksums.
+//!
+//! A kernel sender on a veth (or any local sender with checksum offload) hands frames over
+//! with CHECKSUM_PARTIAL: the TCP/UDP checksum field holds only the folded pseudo-header
+//! sum, and the device was meant to finish it. AF_XDP in copy mode passes such frames on
+//! as they are. A stack that verified them naively would drop every segment a local client
+//! sends.
+//!
+//! [`check_l4`] verifies the checksum of an Ethernet frame carrying IPv4/IPv6 + TCP/UDP; if
+//! the checksum is wrong but the field holds exactly the pseudo-header sum, it completes the
+//! checksum in place (what the NIC would have done) and accepts the frame. Anything else with
+//! a wrong checksum is rejected. Frames that are not TCP/UDP are left to the stack.
+//!
+//! Sans-IO and allocation-free: one pass over the segment, done once per frame (the stack is
+//! configured not to verify TCP/UDP checksums again).
+
+/// The verdict of [`check_l4`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4Checksum {
+    /// Not IPv4/IPv6 TCP/UDP (or too short to tell): the stack decides.
+    NotL4,
+    /// The checksum is correct (or absent: UDP over IPv4 with checksum 0).
+    Valid,
+    /// It was a partial (offload) checksum; it is now complete.
+    Completed,
+    /// The checksum is wrong: drop the frame.
+    Invalid,
+}
+
+/// Ones'-complement sum of `data` (16-bit big-endian words, odd byte padded), not folded.
+fn sum(data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    let mut acc: u32 = 0;
+    for c in &mut chunks {
+        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
+        // Fold early so the accumulator never overflows, whatever the length.
+        if acc & 0x8000_0000 != 0 {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+    }
+    if let [last] = chunks.remainder() {
+        acc = acc.wrapping_add(u32::from(*last) << 8);
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+/// Checks (and completes, if partial) the TCP/UDP checksum of an untagged Ethernet frame.
+pub fn check_l4(frame: &mut [u8]) -> L4Checksum {
+    let Some(ethertype) = frame.get(12..14) else {
+        return L4Checksum::NotL4;
+    };
+    let ethertype = u16::from_be_bytes([ethertype[0], ethertype[1]]);
+    let ip = &frame[14.min(frame.len())..];
+    // (pseudo-header sum, protocol, L4 offset in frame, L4 length)
+    let (pseudo, proto, l4_off, l4_len) = match ethertype {
+        0x0800 => {
+            let Some(h) = ip.get(..20) else {
+                return L4Checksum::NotL4;
+            };
+            let ihl = usize::from(h[0] & 0xf) * 4;
+            let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+            let proto = h[9];
+            let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
+            if h[0] >> 4 != 4 || ihl < 20 || total < ihl || total > ip.len() || fragment {
+                return L4Checksum::NotL4;
+            }
+            if proto != TCP && proto != UDP {
+                return L4Checksum::NotL4;
+            }
+            let l4_len = total - ihl;
+            let pseudo = sum(&h[12..20]) + u32::from(proto) + l4_len as u32;
+            (pseudo, proto, 14 + ihl, l4_len)
+        }
+        0x86dd => {
+            let Some(h) = ip.get(..40) else {
+                return L4Checksum::NotL4;
+            };
+            let proto = h[6];
+            let l4_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            if h[0] >> 4 != 6 || (proto != TCP && proto != UDP) || 40 + l4_len > ip.len() {
+                return L4Checksum::NotL4;
+            }
+            let pseudo = sum(&h[8..40]) + u32::from(proto) + l4_len as u32;
+            (pseudo, proto, 54, l4_len)
+        }
+        _ => return L4Checksum::NotL4,
+    };
+    let field_off = if proto == TCP { 16 } else { 6 };
+    if l4_len < field_off + 2 || (proto == UDP && l4_len < 8) || (proto == TCP && l4_len < 20) {
+        return L4Checksum::Invalid;
+    }
+    let l4 = &mut frame[l4_off..l4_off + l4_len];
+    let field = u16::from_be_bytes([l4[field_off], l4[field_off + 1]]);
+    if proto == UDP && field == 0 && ethertype == 0x0800 {
+        return L4Checksum::Valid;
+    }
+    let segment = sum(l4);
+    if fold(pseudo + segment) == 0xffff {
+        return L4Checksum::Valid;
+    }
+    if field == fold(pseudo) {
+        // CHECKSUM_PARTIAL: the field holds the pseudo-header sum; finish it over the segment.
+        let mut done = !fold(segment);
+        if proto == UDP && done == 0 {
+            done = 0xffff;
+        }
+        l4[field_off..field_off + 2].copy_from_slice(&done.to_be_bytes());
+        return L4Checksum::Completed;
+    }
+    L4Checksum::Invalid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::{
+        phy::ChecksumCapabilities,
+        wire::{
+            EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol,
+            Ipv4Address, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+        },
+    };
+
+    /// A valid Ethernet/IPv4/UDP frame built by smoltcp's own emitters.
+    fn udp_frame(payload: &[u8]) -> Vec<u8> {
+        let src = Ipv4Address::new(10, 99, 0, 2);
+        let dst = Ipv4Address::new(10, 99, 0, 11);
+        let udp = UdpRepr {
+            src_port: 40000,
+            dst_port: 7,
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Udp,
+            payload_len: 8 + payload.len(),
+            hop_limit: 64,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
+            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let mut buf = vec![0u8; 14 + 20 + 8 + payload.len()];
+        let caps = ChecksumCapabilities::default();
+        let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+        eth.emit(&mut f);
+        let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+        ip.emit(&mut p, &caps);
+        let mut u = UdpPacket::new_unchecked(p.payload_mut());
+        udp.emit(
+            &mut u,
+            &src.into(),
+            &dst.into(),
+            payload.len(),
+            |b| b.copy_from_slice(payload),
+            &caps,
+        );
+        buf
+    }
+
+    #[test]
+    fn a_correct_checksum_is_valid_and_untouched() {
+        let mut f = udp_frame(b"hello ioth");
+        let before = f.clone();
+        assert_eq!(check_l4(&mut f), L4Checksum::Valid);
+        assert_eq!(f, before);
+    }
+
+    #[test]
+    fn a_partial_checksum_is_completed_to_the_real_one() {
+        let good = udp_frame(b"partial checksum from a veth sender");
+        let mut partial = good.clone();
+        // What the kernel leaves with CHECKSUM_PARTIAL: the folded pseudo-header sum.
+        let pseudo = sum(&good[26..34]) + 17 + (good.len() - 34) as u32;
+        partial[40..42].copy_from_slice(&fold(pseudo).to_be_bytes());
+        assert_eq!(check_l4(&mut partial), L4Checksum::Completed);
+        assert_eq!(partial, good);
+    }
+
+    #[test]
+    fn a_corrupted_payload_is_invalid() {
+        let mut f = udp_frame(b"hello ioth");
+        let last = f.len() - 1;
+        f[last] ^= 0x40;
+        assert_eq!(check_l4(&mut f), L4Checksum::Invalid);
+    }
+
+    #[test]
+    fn udp_over_ipv4_without_checksum_is_valid() {
+        let mut f = udp_frame(b"x");
+        f[40] = 0;
+        f[41] = 0;
+        assert_eq!(check_l4(&mut f), L4Checksum::Valid);
+    }
+
+    #[test]
+    fn other_frames_and_every_truncation_are_handled_without_panic() {
+        assert_eq!(check_l4(&mut [0u8; 10]), L4Checksum::NotL4);
+        let f = udp_frame(b"truncate me at every length");
+        for len in 0..=f.len() {
+            let mut t = f[..len].to_vec();
+            let _ = check_l4(&mut t);
+        }
+        let mut arp = f.clone();
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        assert_eq!(check_l4(&mut arp), L4Checksum::NotL4);
+    }
+}

@@ -1,0 +1,233 @@
+//! [`Dataplane`]: the classifier attached to an interface plus one UMEM per rx queue; it
+//! hands out per-thread [`Stack`]s whose addresses it registers in the classifier.
+//!
+//! A stack's classifier entries live exactly as long as the stack: they are removed when it
+//! drops — on return, on thread exit and on panic (unwinding drops it) — so traffic is
+//! never black-holed by a dead thread.
+
+use std::{
+    fmt,
+    process::Command,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use crate::{
+    classifier::{
+        AttachMode, Classifier, ClassifierError, EndpointAddrs, EndpointId, LoadOptions,
+        ModeRequest,
+    },
+    device::XskDevice,
+    stack::{Stack, StackConfig, StackError},
+    xsk::{BindMode, QueueUmem, XskConfig, XskError},
+};
+
+/// Errors of the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The classifier failed.
+    #[error(transparent)]
+    Classifier(#[from] ClassifierError),
+    /// AF_XDP failed.
+    #[error(transparent)]
+    Xsk(#[from] XskError),
+    /// The stack configuration is not usable.
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    /// The interface's queues could not be read.
+    #[error("reading the rx queues of {iface}: {why}")]
+    Queues {
+        /// Interface.
+        iface: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Options of [`Dataplane::attach`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DataplaneOptions {
+    /// XDP attach mode.
+    pub mode: ModeRequest,
+    /// UMEM and ring sizes (per rx queue).
+    pub xsk: XskConfig,
+    /// Classifier load options.
+    pub load: LoadOptions,
+}
+
+/// The classifier on one interface and the UMEM of each of its rx queues.
+pub struct Dataplane {
+    iface: String,
+    classifier: Mutex<Classifier>,
+    queues: Vec<Arc<QueueUmem>>,
+    attach_mode: AttachMode,
+}
+
+impl fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("iface", &self.iface)
+            .field("queues", &self.queues.len())
+            .field("attach_mode", &self.attach_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Number of rx queues of `iface`, as the kernel reports it in the caller's namespace.
+pub fn rx_queues(iface: &str) -> Result<u32, DataplaneError> {
+    let err = |why: String| DataplaneError::Queues {
+        iface: iface.to_owned(),
+        why,
+    };
+    // `ip` runs in the calling thread's network namespace (sysfs may show another one).
+    let out = Command::new("ip")
+        .args(["-d", "link", "show", "dev", iface])
+        .output()
+        .map_err(|e| err(format!("running ip: {e}")))?;
+    if !out.status.success() {
+        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "numrxqueues" {
+            return words
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| err("unreadable numrxqueues".into()));
+        }
+    }
+    Ok(1)
+}
+
+impl Dataplane {
+    /// Loads the classifier, attaches it to `iface` and creates a UMEM per rx queue.
+    pub fn attach(iface: &str, opts: DataplaneOptions) -> Result<Arc<Self>, DataplaneError> {
+        let mut classifier = Classifier::load(opts.load)?;
+        let attach_mode = classifier.attach(iface, opts.mode)?;
+        let n = rx_queues(iface)?.clamp(1, ioth_common::MAX_QUEUES);
+        let queues = (0..n)
+            .map(|q| QueueUmem::new(iface, q, opts.xsk))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Arc::new(Self {
+            iface: iface.to_owned(),
+            classifier: Mutex::new(classifier),
+            queues,
+            attach_mode,
+        }))
+    }
+
+    /// The interface.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// The XDP attach mode obtained.
+    pub fn attach_mode(&self) -> AttachMode {
+        self.attach_mode
+    }
+
+    /// The AF_XDP bind mode obtained (after the first stack).
+    pub fn bind_mode(&self) -> Option<BindMode> {
+        self.queues.first().and_then(|q| q.mode())
+    }
+
+    /// The per-queue UMEMs.
+    pub fn queues(&self) -> &[Arc<QueueUmem>] {
+        &self.queues
+    }
+
+    /// The classifier (for counters and endpoint listings).
+    pub fn classifier(&self) -> MutexGuard<'_, Classifier> {
+        self.classifier.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates a stack owning `config`'s addresses: registers them in the classifier, binds a
+    /// socket on every rx queue and puts the sockets in the XskMap. Undone when it drops.
+    pub fn stack(
+        self: &Arc<Self>,
+        config: StackConfig,
+        now: smoltcp::time::Instant,
+    ) -> Result<EndpointStack, DataplaneError> {
+        config.validate()?;
+        let addrs = EndpointAddrs {
+            mac: Some(config.mac),
+            ipv4: config.ipv4.iter().map(|(a, _)| *a).collect(),
+            ipv6: config.ipv6.iter().map(|(a, _)| *a).collect(),
+        };
+        let id = self.classifier().add_endpoint(&addrs)?;
+        // From here on the guard removes the entries whatever fails.
+        let guard = EndpointGuard {
+            dataplane: Arc::clone(self),
+            id,
+        };
+        let mut sockets = Vec::with_capacity(self.queues.len());
+        for q in &self.queues {
+            sockets.push(q.socket()?);
+        }
+        {
+            let mut c = self.classifier();
+            for s in &sockets {
+                use std::os::fd::AsRawFd;
+                c.set_socket(s.queue().queue(), id.0, s.as_raw_fd())?;
+            }
+        }
+        let mtu = config.mtu;
+        let device = XskDevice::new(sockets, mtu)?;
+        let stack = Stack::new(device, config, now)?;
+        Ok(EndpointStack {
+            _guard: guard,
+            stack,
+        })
+    }
+}
+
+/// Removes an endpoint's classifier entries (addresses and sockets) when dropped.
+#[derive(Debug)]
+pub struct EndpointGuard {
+    dataplane: Arc<Dataplane>,
+    id: EndpointId,
+}
+
+impl EndpointGuard {
+    /// The endpoint's slot.
+    pub fn id(&self) -> EndpointId {
+        self.id
+    }
+}
+
+impl Drop for EndpointGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.dataplane.classifier().remove_endpoint(self.id) {
+            log::warn!("removing endpoint {}: {e}", self.id.0);
+        }
+    }
+}
+
+/// A stack registered in the classifier. Derefs to the [`Stack`].
+#[derive(Debug)]
+pub struct EndpointStack {
+    // Declared first: dropped first, so the classifier stops redirecting to the sockets
+    // before they close.
+    _guard: EndpointGuard,
+    stack: Stack<XskDevice>,
+}
+
+impl EndpointStack {
+    /// The endpoint's slot in the classifier.
+    pub fn endpoint(&self) -> EndpointId {
+        self._guard.id()
+    }
+}
+
+impl std::ops::Deref for EndpointStack {
+    type Target = Stack<XskDevice>;
+    fn deref(&self) -> &Self::Target {
+        &self.stack
+    }
+}
+
+impl std::ops::DerefMut for EndpointStack {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.stack
+    }
+}

@@ -1,0 +1,235 @@
+//! Links a [`crate::stack::Stack`] runs over: the smoltcp `Device` plus the two things a
+//! driver loop needs besides it (push queued frames out, sleep until frames may be there).
+//!
+//! [`XskDevice`] is the AF_XDP link: it hands smoltcp each received UMEM frame in place and
+//! lets smoltcp write replies straight into a free UMEM frame — no copy in user space.
+
+use std::{io, os::fd::RawFd, time::Duration};
+
+use smoltcp::{
+    phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium},
+    time::Instant,
+};
+
+use crate::{
+    checksum::{L4Checksum, check_l4},
+    xsk::{RxPart, TxPart, XskError, XskSocket, wait_readable},
+};
+
+/// A smoltcp device that a driver loop can also flush and sleep on.
+pub trait Link: phy::Device {
+    /// Pushes frames written by the stack out to the wire.
+    fn flush(&mut self) -> io::Result<()>;
+    /// Blocks until frames may have arrived, or `timeout` passes (`None`: no limit).
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+/// Counters of the AF_XDP link (owned by the stack's thread).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    /// Frames handed to the stack.
+    pub rx_frames: u64,
+    /// Frames dropped before the stack because their TCP/UDP checksum was wrong.
+    pub rx_bad_checksum: u64,
+    /// Partial (offload) checksums completed.
+    pub rx_partial_checksum: u64,
+    /// Frames the stack wrote.
+    pub tx_frames: u64,
+}
+
+/// The AF_XDP link of one stack: a socket on every rx queue of the interface (frames for
+/// the stack can arrive on any of them) and transmission through the first one.
+pub struct XskDevice {
+    rx: Vec<RxPart>,
+    tx: TxPart,
+    /// Tx halves of the other queues' sockets: unused, kept so the sockets stay bound.
+    _idle_tx: Vec<TxPart>,
+    next: usize,
+    fds: Vec<RawFd>,
+    mtu: usize,
+    counters: LinkCounters,
+}
+
+impl std::fmt::Debug for XskDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XskDevice")
+            .field("queues", &self.rx.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XskDevice {
+    /// A device over `sockets` (one per rx queue, at least one). `mtu` is the IP MTU.
+    pub fn new(sockets: Vec<XskSocket>, mtu: usize) -> Result<Self, XskError> {
+        let mut rx = Vec::with_capacity(sockets.len());
+        let mut txs = Vec::with_capacity(sockets.len());
+        for s in sockets {
+            let (r, t) = s.into_parts();
+            rx.push(r);
+            txs.push(t);
+        }
+        if txs.is_empty() {
+            return Err(XskError::Config(
+                "a device needs at least one socket".into(),
+            ));
+        }
+        let tx = txs.remove(0);
+        let fds = rx.iter().map(|r| r.fd()).collect();
+        Ok(Self {
+            rx,
+            tx,
+            _idle_tx: txs,
+            next: 0,
+            fds,
+            mtu,
+            counters: LinkCounters::default(),
+        })
+    }
+
+    /// The link's counters.
+    pub fn counters(&self) -> LinkCounters {
+        self.counters
+    }
+
+    /// The receive halves (one per queue).
+    pub fn rx_parts(&self) -> &[RxPart] {
+        &self.rx
+    }
+
+    /// Returns released frames to the fill rings (once per loop iteration).
+    pub fn sync(&mut self) -> io::Result<()> {
+        for r in &mut self.rx {
+            r.sync().map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+}
+
+/// A received frame, lent to smoltcp in place.
+#[derive(Debug)]
+pub struct XskRxToken<'a> {
+    part: &'a mut RxPart,
+    desc: xsk_rs::FrameDesc,
+}
+
+impl phy::RxToken for XskRxToken<'_> {
+    fn consume<R, F>(mut self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        let r = self.part.with_frame(&mut self.desc, |frame| f(frame));
+        self.part.release(self.desc);
+        r
+    }
+}
+
+/// A free UMEM frame smoltcp writes a reply into.
+#[derive(Debug)]
+pub struct XskTxToken<'a> {
+    tx: &'a mut TxPart,
+    counters: &'a mut LinkCounters,
+}
+
+impl phy::TxToken for XskTxToken<'_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        // `transmit`/`receive` only hand out a token when `ready()` said a frame is free,
+        // and nothing else takes frames from this TxPart in between.
+        self.counters.tx_frames += 1;
+        let mut f = Some(f);
+        let sent = self.tx.send(len, |buf| f.take().map(|f| f(buf)));
+        match (sent.flatten(), f.take()) {
+            (Some(r), _) => r,
+            (None, Some(f)) => {
+                // Unreachable by construction; if it ever happens, let smoltcp write into a
+                // scratch buffer and lose the frame rather than panic on network input.
+                let mut scratch = vec![0u8; len];
+                f(&mut scratch)
+            }
+            (None, None) => unreachable!("the closure ran, so `send` returned its result"),
+        }
+    }
+}
+
+impl phy::Device for XskDevice {
+    type RxToken<'a> = XskRxToken<'a>;
+    type TxToken<'a> = XskTxToken<'a>;
+
+    fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        if !self.tx.ready() {
+            return None;
+        }
+        let n = self.rx.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            while let Some(mut desc) = self.rx[i].next_frame() {
+                let verdict = self.rx[i].with_frame(&mut desc, check_l4);
+                match verdict {
+                    L4Checksum::Invalid => {
+                        self.counters.rx_bad_checksum += 1;
+                        self.rx[i].release(desc);
+                        continue;
+                    }
+                    L4Checksum::Completed => self.counters.rx_partial_checksum += 1,
+                    L4Checksum::Valid | L4Checksum::NotL4 => {}
+                }
+                self.counters.rx_frames += 1;
+                self.next = i;
+                return Some((
+                    XskRxToken {
+                        part: &mut self.rx[i],
+                        desc,
+                    },
+                    XskTxToken {
+                        tx: &mut self.tx,
+                        counters: &mut self.counters,
+                    },
+                ));
+            }
+        }
+        None
+    }
+
+    fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        if !self.tx.ready() {
+            return None;
+        }
+        Some(XskTxToken {
+            tx: &mut self.tx,
+            counters: &mut self.counters,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.mtu + 14;
+        caps.max_burst_size = Some(64);
+        // TCP/UDP checksums are verified (and partial ones completed) by `check_l4` before
+        // smoltcp sees a frame; smoltcp still computes them on transmit.
+        let mut cs = ChecksumCapabilities::default();
+        cs.tcp = Checksum::Tx;
+        cs.udp = Checksum::Tx;
+        caps.checksum = cs;
+        caps
+    }
+}
+
+impl Link for XskDevice {
+    fn flush(&mut self) -> io::Result<()> {
+        self.tx.flush().map_err(io::Error::other)?;
+        self.sync()
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.rx.iter_mut().any(|r| r.fetch() > 0) {
+            return Ok(());
+        }
+        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        wait_readable(&self.fds, ms).map_err(io::Error::other)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,367 @@
+//! One network stack: a smoltcp `Interface` and `SocketSet` over a [`Link`].
+//!
+//! Sans-IO in the sense that matters: the stack never reads the clock and never blocks on
+//! its own. The owning thread's loop passes `now` to [`Stack::poll`] and decides whether to
+//! sleep ([`Stack::wait`]) or spin. The same stack runs over AF_XDP, or over any other
+//! [`Link`] (an in-memory one in tests).
+
+use std::{
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use smoltcp::{
+    iface::{Config, Interface, PollResult, SocketHandle, SocketSet},
+    socket::{tcp, udp},
+    time::Instant,
+    wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint},
+};
+
+use crate::device::Link;
+
+/// TCP congestion control of a stack's sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Congestion {
+    /// None: send as fast as the window allows.
+    None,
+    /// Reno.
+    Reno,
+    /// Cubic.
+    #[default]
+    Cubic,
+}
+
+impl std::str::FromStr for Congestion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Self::None),
+            "reno" => Ok(Self::Reno),
+            "cubic" => Ok(Self::Cubic),
+            _ => Err(format!(
+                "unknown congestion control {s:?} (none, reno, cubic)"
+            )),
+        }
+    }
+}
+
+/// Errors of stack configuration and socket creation.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// An address cannot be used by a stack.
+    #[error("{addr} cannot be a stack address: {why}")]
+    BadAddress {
+        /// The address.
+        addr: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// Too many addresses for one stack.
+    #[error("a stack has at most {max} addresses")]
+    TooManyAddresses {
+        /// The limit.
+        max: usize,
+    },
+    /// The socket limit is reached.
+    #[error("the stack's limit of {0} sockets is reached")]
+    SocketLimit(usize),
+    /// A socket could not listen or bind.
+    #[error("cannot listen on port {port}: {why}")]
+    Listen {
+        /// The port.
+        port: u16,
+        /// Why.
+        why: String,
+    },
+}
+
+/// A stack's configuration.
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    /// The stack's MAC (unicast).
+    pub mac: [u8; 6],
+    /// IPv4 addresses with prefix lengths.
+    pub ipv4: Vec<(Ipv4Addr, u8)>,
+    /// IPv6 addresses with prefix lengths.
+    pub ipv6: Vec<(Ipv6Addr, u8)>,
+    /// Default IPv4 gateway.
+    pub gateway_v4: Option<Ipv4Addr>,
+    /// Default IPv6 gateway.
+    pub gateway_v6: Option<Ipv6Addr>,
+    /// IP MTU.
+    pub mtu: usize,
+    /// TCP receive buffer per socket, bytes.
+    pub tcp_rx_buffer: usize,
+    /// TCP send buffer per socket, bytes.
+    pub tcp_tx_buffer: usize,
+    /// Congestion control.
+    pub congestion: Congestion,
+    /// Most sockets the stack may hold.
+    pub max_sockets: usize,
+    /// Seed for smoltcp's randomness (initial sequence numbers, ports).
+    pub seed: u64,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        Self {
+            mac: [0x02, 0, 0, 0, 0, 1],
+            ipv4: Vec::new(),
+            ipv6: Vec::new(),
+            gateway_v4: None,
+            gateway_v6: None,
+            mtu: 1500,
+            tcp_rx_buffer: 64 * 1024,
+            tcp_tx_buffer: 64 * 1024,
+            congestion: Congestion::default(),
+            max_sockets: 4096,
+            seed: 0x10_7e_ad,
+        }
+    }
+}
+
+/// Most addresses one stack holds (smoltcp's compile-time limit, minus the link-local one).
+pub const MAX_ADDRESSES: usize = 3;
+
+impl StackConfig {
+    /// Checks the addresses before anything is built (smoltcp panics on some).
+    pub fn validate(&self) -> Result<(), StackError> {
+        if self.mac[0] & 1 != 0 || self.mac == [0; 6] {
+            return Err(StackError::BadAddress {
+                addr: crate::classifier::format_mac(self.mac),
+                why: "a stack MAC must be unicast and non-zero",
+            });
+        }
+        if self.ipv4.len() + self.ipv6.len() > MAX_ADDRESSES {
+            return Err(StackError::TooManyAddresses { max: MAX_ADDRESSES });
+        }
+        for (a, p) in &self.ipv4 {
+            let bad = |why| StackError::BadAddress {
+                addr: format!("{a}/{p}"),
+                why,
+            };
+            if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+                return Err(bad("not a unicast address"));
+            }
+            if *p == 0 || *p > 32 {
+                return Err(bad("prefix length must be 1..=32"));
+            }
+        }
+        for (a, p) in &self.ipv6 {
+            if a.is_unspecified() || a.is_multicast() || *p == 0 || *p > 128 {
+                return Err(StackError::BadAddress {
+                    addr: format!("{a}/{p}"),
+                    why: "not a unicast address with prefix 1..=128",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One stack: interface, sockets and the link it runs over.
+pub struct Stack<L: Link> {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    link: L,
+    config: StackConfig,
+}
+
+impl<L: Link> fmt::Debug for Stack<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stack")
+            .field("mac", &self.config.mac)
+            .field("ipv4", &self.config.ipv4)
+            .field("ipv6", &self.config.ipv6)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Link> Stack<L> {
+    /// Builds a stack over `link`. `now` is the stack's notion of the current time.
+    pub fn new(mut link: L, config: StackConfig, now: Instant) -> Result<Self, StackError> {
+        config.validate()?;
+        let mut c = Config::new(HardwareAddress::Ethernet(EthernetAddress(config.mac)));
+        c.random_seed = config.seed;
+        let mut iface = Interface::new(c, &mut link, now);
+        let mut overflow = false;
+        iface.update_ip_addrs(|addrs| {
+            for (a, p) in &config.ipv4 {
+                overflow |= addrs.push(IpCidr::new(IpAddress::Ipv4(*a), *p)).is_err();
+            }
+            for (a, p) in &config.ipv6 {
+                overflow |= addrs.push(IpCidr::new(IpAddress::Ipv6(*a), *p)).is_err();
+            }
+        });
+        if overflow {
+            return Err(StackError::TooManyAddresses { max: MAX_ADDRESSES });
+        }
+        if let Some(gw) = config.gateway_v4 {
+            let _ = iface.routes_mut().add_default_ipv4_route(gw);
+        }
+        if let Some(gw) = config.gateway_v6 {
+            let _ = iface.routes_mut().add_default_ipv6_route(gw);
+        }
+        Ok(Self {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            link,
+            config,
+        })
+    }
+
+    /// Processes everything that arrived and sends what is due. Returns whether socket
+    /// state may have changed (the application should look at its sockets).
+    pub fn poll(&mut self, now: Instant) -> std::io::Result<bool> {
+        let r = self.iface.poll(now, &mut self.link, &mut self.sockets);
+        self.link.flush()?;
+        Ok(r == PollResult::SocketStateChanged)
+    }
+
+    /// How long the stack may sleep before it must be polled again (timers).
+    pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
+        self.iface
+            .poll_delay(now, &self.sockets)
+            .map(|d| Duration::from_micros(d.total_micros()))
+    }
+
+    /// Sleeps until frames may be there or the next timer is due (at most `cap`).
+    pub fn wait(&mut self, now: Instant, cap: Duration) -> std::io::Result<()> {
+        let delay = self.poll_delay(now).map_or(cap, |d| d.min(cap));
+        if delay.is_zero() {
+            return Ok(());
+        }
+        self.link.wait(Some(delay))
+    }
+
+    /// The sockets.
+    pub fn sockets(&mut self) -> &mut SocketSet<'static> {
+        &mut self.sockets
+    }
+
+    /// The link.
+    pub fn link(&mut self) -> &mut L {
+        &mut self.link
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StackConfig {
+        &self.config
+    }
+
+    fn check_limit(&self) -> Result<(), StackError> {
+        if self.sockets.iter().count() >= self.config.max_sockets {
+            return Err(StackError::SocketLimit(self.config.max_sockets));
+        }
+        Ok(())
+    }
+
+    /// A new TCP socket with the stack's buffer sizes and congestion control.
+    pub fn tcp_socket(&mut self) -> Result<SocketHandle, StackError> {
+        self.check_limit()?;
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.config.tcp_rx_buffer]),
+            tcp::SocketBuffer::new(vec![0; self.config.tcp_tx_buffer]),
+        );
+        s.set_congestion_control(match self.config.congestion {
+            Congestion::None => tcp::CongestionControl::None,
+            Congestion::Reno => tcp::CongestionControl::Reno,
+            Congestion::Cubic => tcp::CongestionControl::Cubic,
+        });
+        s.set_nagle_enabled(false);
+        Ok(self.sockets.add(s))
+    }
+
+    /// A UDP socket bound to `port`, with room for `slots` datagrams each way.
+    pub fn udp_bind(&mut self, port: u16, slots: usize) -> Result<SocketHandle, StackError> {
+        self.check_limit()?;
+        let buf =
+            |n| udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; n], vec![0; n * 2048]);
+        let mut s = udp::Socket::new(buf(slots), buf(slots));
+        s.bind(port).map_err(|e| StackError::Listen {
+            port,
+            why: e.to_string(),
+        })?;
+        Ok(self.sockets.add(s))
+    }
+}
+
+/// A TCP listener with a real backlog.
+///
+/// smoltcp's listening socket turns into the connection it accepts; it has no accept queue.
+/// This keeps `backlog` sockets listening on the port: each one that a SYN turns into a
+/// connection moves to the accept queue and is replaced by a fresh listener, so up to
+/// `backlog` handshakes can be in flight while the application has not accepted yet.
+#[derive(Debug)]
+pub struct TcpListener {
+    port: u16,
+    listening: Vec<SocketHandle>,
+    accepted: std::collections::VecDeque<SocketHandle>,
+    backlog: usize,
+}
+
+impl TcpListener {
+    /// Listens on `port` with `backlog` (at least 1) sockets.
+    pub fn bind<L: Link>(
+        stack: &mut Stack<L>,
+        port: u16,
+        backlog: usize,
+    ) -> Result<Self, StackError> {
+        let mut l = Self {
+            port,
+            listening: Vec::new(),
+            accepted: Default::default(),
+            backlog: backlog.max(1),
+        };
+        l.replenish(stack)?;
+        Ok(l)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn replenish<L: Link>(&mut self, stack: &mut Stack<L>) -> Result<(), StackError> {
+        while self.listening.len() + self.accepted.len() < self.backlog {
+            let h = stack.tcp_socket()?;
+            let s = stack.sockets.get_mut::<tcp::Socket<'_>>(h);
+            s.listen(IpListenEndpoint {
+                addr: None,
+                port: self.port,
+            })
+            .map_err(|e| StackError::Listen {
+                port: self.port,
+                why: e.to_string(),
+            })?;
+            self.listening.push(h);
+        }
+        Ok(())
+    }
+
+    /// The next established connection, if any. Call after every [`Stack::poll`].
+    pub fn accept<L: Link>(&mut self, stack: &mut Stack<L>) -> Option<SocketHandle> {
+        let mut i = 0;
+        while i < self.listening.len() {
+            let h = self.listening[i];
+            let state = stack.sockets.get::<tcp::Socket<'_>>(h).state();
+            if state != tcp::State::Listen {
+                self.listening.swap_remove(i);
+                self.accepted.push_back(h);
+            } else {
+                i += 1;
+            }
+        }
+        // Keep the listen queue full; if the socket limit is hit, accept fewer for now.
+        if let Err(e) = self.replenish(stack) {
+            log::debug!("listener on port {}: {e}", self.port);
+        }
+        // Hand out connections once established (or already past it: data may be queued).
+        let pos = self.accepted.iter().position(|h| {
+            let s = stack.sockets.get::<tcp::Socket<'_>>(*h);
+            s.may_send() || s.may_recv() || !s.is_open()
+        })?;
+        self.accepted.remove(pos)
+    }
+}
