@@ -64,10 +64,10 @@ pub struct ServeArgs {
     /// First thread's IPv6 address and prefix, e.g. fd00:99::11/64.
     #[arg(long)]
     pub ipv6: Option<String>,
-    /// What each thread serves.
-    #[arg(long, value_enum, default_value_t = App::Echo)]
-    pub app: App,
-    /// Port (default: 7 echo, 80 http, 9 discard).
+    /// What each thread serves; repeat to serve several (each on its default port).
+    #[arg(long, value_enum, default_values_t = [App::Echo])]
+    pub app: Vec<App>,
+    /// Port, with a single --app (default: 7 echo, 80 http, 9 discard).
     #[arg(long)]
     pub port: Option<u16>,
     /// Spin on the rings instead of sleeping in poll(2) (lower latency, a full core each).
@@ -181,6 +181,16 @@ fn host_addresses() -> Result<Vec<String>> {
         .collect())
 }
 
+impl App {
+    fn default_port(self) -> u16 {
+        match self {
+            App::Echo => 7,
+            App::Http => 80,
+            App::Discard => 9,
+        }
+    }
+}
+
 /// What the workers report to the main thread.
 #[derive(Debug, Default)]
 struct ThreadStats {
@@ -188,6 +198,7 @@ struct ThreadStats {
 }
 
 struct Conn {
+    app: App,
     handle: SocketHandle,
     request: Vec<u8>,
     answered: bool,
@@ -214,23 +225,26 @@ fn worker(
             return;
         }
     };
-    let mut listener = match TcpListener::bind(&mut stack, args.port, args.backlog) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(format!("thread {index}: {e}")));
-            return;
-        }
-    };
-    let udp = match args.app {
-        App::Echo | App::Discard => match stack.udp_bind(args.port, 256) {
-            Ok(h) => Some(h),
+    let mut listeners = Vec::new();
+    let mut udps = Vec::new();
+    for &(app, port) in &args.apps {
+        match TcpListener::bind(&mut stack, port, args.backlog) {
+            Ok(l) => listeners.push((app, l)),
             Err(e) => {
                 let _ = ready.send(Err(format!("thread {index}: {e}")));
                 return;
             }
-        },
-        App::Http => None,
-    };
+        }
+        if app != App::Http {
+            match stack.udp_bind(port, 256) {
+                Ok(h) => udps.push((app, h)),
+                Err(e) => {
+                    let _ = ready.send(Err(format!("thread {index}: {e}")));
+                    return;
+                }
+            }
+        }
+    }
     let queues = dp.queues().len();
     let _ = ready.send(Ok(format!(
         "ready thread={index} ipv4={ip} ipv6={} mac={} queues={queues} xdp={} xsk={}",
@@ -251,12 +265,15 @@ fn worker(
         if let Err(e) = stack.poll(now()) {
             log::warn!("thread {index}: link error: {e}");
         }
-        while let Some(handle) = listener.accept(&mut stack) {
-            conns.push(Conn {
-                handle,
-                request: Vec::new(),
-                answered: false,
-            });
+        for (app, listener) in &mut listeners {
+            while let Some(handle) = listener.accept(&mut stack) {
+                conns.push(Conn {
+                    app: *app,
+                    handle,
+                    request: Vec::new(),
+                    answered: false,
+                });
+            }
         }
         let mut worked = false;
         conns.retain_mut(|c| {
@@ -265,7 +282,7 @@ fn worker(
             if s.can_recv() {
                 let n = s.recv_slice(&mut buf).unwrap_or(0);
                 worked |= n > 0;
-                match args.app {
+                match c.app {
                     App::Echo => {
                         let sent = s.send_slice(&buf[..n]).unwrap_or(0);
                         if sent < n {
@@ -282,11 +299,11 @@ fn worker(
                     }
                 }
             }
-            if args.app == App::Echo && !c.request.is_empty() && s.can_send() {
+            if c.app == App::Echo && !c.request.is_empty() && s.can_send() {
                 let sent = s.send_slice(&c.request).unwrap_or(0);
                 c.request.drain(..sent);
             }
-            if args.app == App::Http && !c.answered {
+            if c.app == App::Http && !c.answered {
                 let complete = c.request.windows(4).any(|w| w == b"\r\n\r\n");
                 if complete || c.request.len() >= 16 * 1024 {
                     let (status, text) = if complete && c.request.starts_with(b"GET ") {
@@ -314,12 +331,12 @@ fn worker(
             }
             !done
         });
-        if let Some(h) = udp {
+        for &(app, h) in &udps {
             let s = stack.sockets().get_mut::<udp::Socket<'_>>(h);
             while let Ok((n, meta)) = s.recv_slice(&mut buf) {
                 worked = true;
                 stats.requests.fetch_add(1, Ordering::Relaxed);
-                if args.app == App::Echo && s.send_slice(&buf[..n], meta.endpoint).is_err() {
+                if app == App::Echo && s.send_slice(&buf[..n], meta.endpoint).is_err() {
                     break;
                 }
             }
@@ -336,8 +353,8 @@ fn worker(
 }
 
 struct WorkerArgs {
-    app: App,
-    port: u16,
+    /// (app, port) pairs.
+    apps: Vec<(App, u16)>,
     backlog: usize,
     busy_poll: bool,
     test_panic_thread: Option<u16>,
@@ -373,11 +390,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             ..StackConfig::default()
         });
     }
-    let port = args.port.unwrap_or(match args.app {
-        App::Echo => 7,
-        App::Http => 80,
-        App::Discard => 9,
-    });
+    let mut apps: Vec<App> = args.app.clone();
+    apps.sort_by_key(|a| a.default_port());
+    apps.dedup();
+    if args.port.is_some() && apps.len() > 1 {
+        bail!("--port applies to a single --app; with several, each uses its default port");
+    }
+    let apps: Vec<(App, u16)> = apps
+        .into_iter()
+        .map(|a| (a, args.port.unwrap_or(a.default_port())))
+        .collect();
     let mode = match args.mode {
         Mode::Auto => ModeRequest::Auto,
         Mode::Driver => ModeRequest::Driver,
@@ -398,8 +420,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .context("installing signal handlers")?;
     }
     let wargs = Arc::new(WorkerArgs {
-        app: args.app,
-        port,
+        apps: apps.clone(),
         backlog: args.backlog,
         busy_poll: args.busy_poll,
         test_panic_thread: args.test_panic_thread,
@@ -441,9 +462,15 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         }
         bail!("{e}");
     }
+    let served: Vec<String> = apps
+        .iter()
+        .map(|(a, p)| format!("{}:{p}", format!("{a:?}").to_lowercase()))
+        .collect();
     println!(
-        "ready threads={} iface={} app={:?} port={port}",
-        args.threads, args.iface, args.app
+        "ready threads={} iface={} apps={}",
+        args.threads,
+        args.iface,
+        served.join(",")
     );
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
@@ -458,17 +485,26 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             if panicked { " (panicked)" } else { "" }
         );
     }
-    let leaked: Vec<_> = dp
+    // Every stack is gone: no frame may be held by user space, and every frame of every
+    // queue must be somewhere (free, or still with the kernel in a ring).
+    let unaccounted: Vec<String> = dp
         .queues()
         .iter()
-        .filter(|q| q.frames().total() != q.frame_count())
-        .map(|q| q.queue())
+        .filter_map(|q| {
+            let f = q.frames();
+            (f.total() != q.frame_count() || f.user != 0)
+                .then(|| format!("queue {}: {f:?}", q.queue()))
+        })
         .collect();
-    if !leaked.is_empty() {
-        log::warn!("UMEM frames unaccounted on queues {leaked:?}");
-    }
     drop(dp);
-    println!("stopped: classifier detached, UMEM freed");
+    println!(
+        "stopped: classifier detached, UMEM freed, frames accounted: {}",
+        if unaccounted.is_empty() {
+            "yes".to_owned()
+        } else {
+            format!("NO ({})", unaccounted.join("; "))
+        }
+    );
     Ok(())
 }
 

@@ -8,12 +8,15 @@ use crate::cmd::{self, command, root};
 /// Options of `cargo xtask demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Run on this interface instead of a private veth pair.
+    /// Serve on this interface instead of a private veth pair (needs --ipv4).
     #[arg(long)]
     pub iface: Option<String>,
-    /// Seconds to watch the interface (with --iface).
-    #[arg(long, default_value_t = 10)]
-    pub seconds: u64,
+    /// With --iface: first thread's IPv4 address and prefix (thread i takes the i-th next).
+    #[arg(long)]
+    pub ipv4: Option<String>,
+    /// With --iface: first thread's IPv6 address and prefix.
+    #[arg(long)]
+    pub ipv6: Option<String>,
 }
 
 pub fn run(args: &DemoArgs) -> Result<()> {
@@ -25,8 +28,14 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let ioth = root().join("target/release/ioth");
     let mut c = command(&ioth);
     c.arg("demo");
-    if let Some(iface) = &args.iface {
-        c.args(["--iface", iface, "--seconds", &args.seconds.to_string()]);
+    for (flag, value) in [
+        ("--iface", &args.iface),
+        ("--ipv4", &args.ipv4),
+        ("--ipv6", &args.ipv6),
+    ] {
+        if let Some(v) = value {
+            c.args([flag, v]);
+        }
     }
     cmd::run(&mut c)
 }
