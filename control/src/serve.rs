@@ -279,29 +279,44 @@ fn worker(
         conns.retain_mut(|c| {
             let sockets = stack.sockets();
             let s = sockets.get_mut::<tcp::Socket<'_>>(c.handle);
-            if s.can_recv() {
-                let n = s.recv_slice(&mut buf).unwrap_or(0);
-                worked |= n > 0;
-                match c.app {
-                    App::Echo => {
-                        let sent = s.send_slice(&buf[..n]).unwrap_or(0);
-                        if sent < n {
-                            // The send buffer is full: keep the rest as pending request bytes.
-                            c.request.extend_from_slice(&buf[sent..n]);
-                        }
-                        stats.requests.fetch_add(1, Ordering::Relaxed);
+            match c.app {
+                App::Echo => {
+                    // Bytes that did not fit last time go first, so the echo keeps order.
+                    if !c.request.is_empty() {
+                        let sent = s.send_slice(&c.request).unwrap_or(0);
+                        c.request.drain(..sent);
                     }
-                    App::Discard => {}
-                    App::Http => {
+                    // Take only what the send buffer can hold: the peer's window is the
+                    // backpressure, nothing piles up in user space.
+                    let room = s.send_capacity() - s.send_queue();
+                    if c.request.is_empty() && room > 0 && s.can_recv() {
+                        let take = room.min(buf.len());
+                        let n = s.recv_slice(&mut buf[..take]).unwrap_or(0);
+                        let sent = s.send_slice(&buf[..n]).unwrap_or(0);
+                        c.request.extend_from_slice(&buf[sent..n]);
+                        if n > 0 {
+                            worked = true;
+                            stats.requests.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                App::Discard => {
+                    while let Ok(n) = s.recv_slice(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        worked = true;
+                    }
+                }
+                App::Http => {
+                    if s.can_recv() {
+                        let n = s.recv_slice(&mut buf).unwrap_or(0);
+                        worked |= n > 0;
                         if c.request.len() < 16 * 1024 {
                             c.request.extend_from_slice(&buf[..n]);
                         }
                     }
                 }
-            }
-            if c.app == App::Echo && !c.request.is_empty() && s.can_send() {
-                let sent = s.send_slice(&c.request).unwrap_or(0);
-                c.request.drain(..sent);
             }
             if c.app == App::Http && !c.answered {
                 let complete = c.request.windows(4).any(|w| w == b"\r\n\r\n");

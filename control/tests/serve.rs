@@ -380,3 +380,218 @@ fn a_panicking_thread_stops_receiving_while_the_others_serve() {
         "{rest:?}"
     );
 }
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn a_100_mb_transfer_each_way_and_100k_udp_datagrams() {
+    use sha2::{Digest, Sha256};
+    const BYTES: usize = 100 * 1024 * 1024;
+    let pair = VethPair::new("bulk", 2).expect("veth pair");
+    let server = Server::start(&pair, 1, "echo", &[]);
+    let (sent, received, secs) = in_ns(&pair.peer, move || {
+        let s =
+            TcpStream::connect_timeout(&SocketAddr::new(v4(0).into(), 7), Duration::from_secs(5))
+                .expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let started = Instant::now();
+        let writer = thread::spawn(move || {
+            // Deterministic, non-repeating content: a counter stream.
+            let mut h = Sha256::new();
+            let mut block = vec![0u8; 64 * 1024];
+            let mut n: u64 = 0;
+            let mut left = BYTES;
+            while left > 0 {
+                for chunk in block.chunks_exact_mut(8) {
+                    chunk.copy_from_slice(&n.to_le_bytes());
+                    n += 1;
+                }
+                let len = left.min(block.len());
+                w.write_all(&block[..len]).expect("upload");
+                h.update(&block[..len]);
+                left -= len;
+            }
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+            h.finalize()
+        });
+        let mut r = s;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0usize;
+        while got < BYTES {
+            let n = r.read(&mut buf).expect("download");
+            assert!(n > 0, "echo closed after {got} bytes");
+            h.update(&buf[..n]);
+            got += n;
+        }
+        let sent = writer.join().unwrap();
+        (sent, h.finalize(), started.elapsed().as_secs_f64())
+    });
+    assert_eq!(sent, received, "sha256 of what came back differs");
+    println!(
+        "100 MB up and 100 MB down through the echo thread in {secs:.1} s ({:.0} Mbit/s each way, debug build)",
+        BYTES as f64 * 8.0 / secs / 1e6
+    );
+    // 100,000 UDP datagrams, at most 8 in flight: none may be lost.
+    let (lost, secs) = in_ns(&pair.peer, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect((v4(0), 7)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let started = Instant::now();
+        let (mut next, mut done, mut lost) = (0u32, 0u32, 0u32);
+        let mut buf = [0u8; 64];
+        while done < 100_000 {
+            while next < 100_000 && next - done < 8 {
+                s.send(&next.to_be_bytes()).unwrap();
+                next += 1;
+            }
+            match s.recv(&mut buf) {
+                Ok(4) => done += 1,
+                Ok(_) => panic!("odd datagram"),
+                Err(_) => {
+                    // Timed out: whatever is in flight is lost.
+                    lost += next - done;
+                    done = next;
+                }
+            }
+        }
+        (lost, started.elapsed().as_secs_f64())
+    });
+    assert_eq!(lost, 0, "UDP datagrams lost");
+    println!("100,000 UDP datagrams echoed in {secs:.1} s, none lost");
+    let (status, rest) = server.stop();
+    assert!(status.success(), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("frames accounted: yes")),
+        "{rest:?}"
+    );
+}
+
+/// Writes `frames` as a pcap file (Ethernet link type).
+fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        out.extend_from_slice(&(i as u32 / 1_000_000).to_le_bytes());
+        out.extend_from_slice(&(i as u32 % 1_000_000).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(f);
+    }
+    std::fs::write(path, out).expect("write pcap");
+}
+
+/// Hostile frames addressed to a thread: truncations, bad checksums, odd TCP flag sets, IP
+/// options, fragments, random payloads.
+fn hostile_frames(dst_mac: [u8; 6], src_mac: [u8; 6], dst: Ipv4Addr, n: usize) -> Vec<Vec<u8>> {
+    use ioth_common::{fixtures::*, wire::*};
+    use rand::{Rng, SeedableRng, rngs::SmallRng};
+    let mut rng = SmallRng::seed_from_u64(7);
+    let src = [10, 99, 0, 2];
+    let tcp = |flags: u8, rng: &mut SmallRng| {
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&rng.random::<u16>().to_be_bytes());
+        t[2..4].copy_from_slice(&[0, 80]);
+        t[4..8].copy_from_slice(&rng.random::<u32>().to_be_bytes());
+        t[12] = 0x50;
+        t[13] = flags;
+        t[14..16].copy_from_slice(&[0xff, 0xff]);
+        t[16..18].copy_from_slice(&rng.random::<u16>().to_be_bytes());
+        t
+    };
+    (0..n)
+        .map(|i| {
+            let mut ip = match i % 6 {
+                0 => ipv4(src, dst.octets(), 6, &tcp(rng.random(), &mut rng)),
+                1 => ipv4(src, dst.octets(), 6, &tcp(0x3f, &mut rng)), // every flag at once
+                2 => {
+                    let mut p = ipv4(src, dst.octets(), 17, &udp(1, 7, b"x"));
+                    p[6] = 0x20; // a fragment
+                    p
+                }
+                3 => {
+                    let mut p = ipv4(src, dst.octets(), 6, &tcp(0x02, &mut rng));
+                    p[0] = 0x4f; // claims 60 bytes of header (options)
+                    p
+                }
+                4 => ipv4(src, dst.octets(), 1, &[8, 0, 0, 0, 0, 1, 0, 1]),
+                _ => (0..rng.random_range(0..200))
+                    .map(|_| rng.random())
+                    .collect(),
+            };
+            if rng.random_bool(0.5) {
+                let cut = rng.random_range(0..=ip.len());
+                ip.truncate(cut);
+            }
+            if rng.random_bool(0.3) && !ip.is_empty() {
+                let k = rng.random_range(0..ip.len());
+                ip[k] ^= 0xff;
+            }
+            eth(dst_mac, src_mac, ETH_P_IPV4, &ip)
+        })
+        .collect()
+}
+
+fn parse_mac(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (i, p) in s.split(':').enumerate().take(6) {
+        m[i] = u8::from_str_radix(p, 16).expect("mac");
+    }
+    m
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn hostile_frames_never_crash_a_thread_or_leak_a_frame() {
+    let pair = VethPair::new("hostile", 1).expect("veth pair");
+    let server = Server::start(&pair, 2, "http", &[]);
+    let mut frames = Vec::new();
+    for i in 0..2u8 {
+        let line = server
+            .ready
+            .iter()
+            .find(|l| l.starts_with(&format!("ready thread={i} ")))
+            .unwrap();
+        let mac = line
+            .split("mac=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        frames.extend(hostile_frames(parse_mac(mac), pair.peer_mac, v4(i), 10_000));
+    }
+    let pcap = std::env::temp_dir().join(format!("ioth-hostile-{}.pcap", std::process::id()));
+    write_pcap(&pcap, &frames);
+    // Replayed as fast as tcpreplay goes: a flood.
+    let (ok, out) = peer_ok(
+        &pair.peer,
+        "tcpreplay",
+        &["--topspeed", "-i", &pair.peer_if, &pcap.to_string_lossy()],
+    );
+    let _ = std::fs::remove_file(&pcap);
+    assert!(ok, "tcpreplay failed: {out}");
+    for i in 0..2 {
+        let (ok, body) = peer_ok(
+            &pair.peer,
+            "curl",
+            &["-sS", "-m", "5", &format!("http://{}/", v4(i))],
+        );
+        assert!(
+            ok && body.contains(&format!("thread {i}")),
+            "thread {i} stopped serving"
+        );
+    }
+    let (status, rest) = server.stop();
+    assert!(status.success(), "{rest:?}");
+    assert!(!rest.iter().any(|l| l.contains("panicked")), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("frames accounted: yes")),
+        "{rest:?}"
+    );
+}
