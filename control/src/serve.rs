@@ -91,8 +91,8 @@ pub struct ServeArgs {
     /// Most sockets per stack.
     #[arg(long, default_value_t = 4096)]
     pub max_sockets: usize,
-    /// Listen backlog per thread.
-    #[arg(long, default_value_t = 128)]
+    /// Listen backlog per thread and port (each slot is a socket with its buffers).
+    #[arg(long, default_value_t = 16)]
     pub backlog: usize,
     /// Use addresses even if a host interface has them configured.
     #[arg(long)]
@@ -360,7 +360,7 @@ fn worker(
             log::warn!("thread {index}: link error: {e}");
         }
         if !args.busy_poll
-            && let Err(e) = stack.wait(now(), Duration::from_millis(100))
+            && let Err(e) = stack.wait(now(), Duration::from_millis(250))
         {
             log::warn!("thread {index}: wait: {e}");
         }

@@ -11,6 +11,7 @@ pub mod classifier;
 pub mod dataplane;
 pub mod device;
 pub mod netns;
+pub mod sim;
 pub mod stack;
 pub mod xsk;
 

@@ -273,6 +273,19 @@ impl<L: Link> Stack<L> {
         Ok(self.sockets.add(s))
     }
 
+    /// Starts connecting TCP socket `h` from `local_port` to `remote`.
+    pub fn connect_tcp(
+        &mut self,
+        h: SocketHandle,
+        remote: impl Into<smoltcp::wire::IpEndpoint>,
+        local_port: u16,
+    ) -> Result<(), tcp::ConnectError> {
+        let cx = self.iface.context();
+        self.sockets
+            .get_mut::<tcp::Socket<'_>>(h)
+            .connect(cx, remote, local_port)
+    }
+
     /// A UDP socket bound to `port`, with room for `slots` datagrams each way.
     pub fn udp_bind(&mut self, port: u16, slots: usize) -> Result<SocketHandle, StackError> {
         self.check_limit()?;
