@@ -13,6 +13,7 @@ pub mod device;
 pub mod netns;
 pub mod sim;
 pub mod stack;
+pub mod tap;
 pub mod xsk;
 
 pub use classifier::{
