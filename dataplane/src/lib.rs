@@ -6,6 +6,7 @@
 //! harness share.
 #![deny(unsafe_code)]
 
+pub mod aio;
 pub mod checksum;
 pub mod classifier;
 pub mod dataplane;

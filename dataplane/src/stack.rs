@@ -353,6 +353,17 @@ impl TcpListener {
         Ok(())
     }
 
+    /// Registers `waker` with every socket of the listen queue, so that a new connection
+    /// wakes the task waiting in accept.
+    pub fn register_wakers<L: Link>(&self, stack: &mut Stack<L>, waker: &std::task::Waker) {
+        for h in self.listening.iter().chain(self.accepted.iter()) {
+            stack
+                .sockets
+                .get_mut::<tcp::Socket<'_>>(*h)
+                .register_recv_waker(waker);
+        }
+    }
+
     /// The next established connection, if any. Call after every [`Stack::poll`].
     pub fn accept<L: Link>(&mut self, stack: &mut Stack<L>) -> Option<SocketHandle> {
         let mut i = 0;

@@ -23,6 +23,12 @@ impl TapLink {
     }
 }
 
+impl AsRawFd for TapLink {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.tap.as_raw_fd()
+    }
+}
+
 impl phy::Device for TapLink {
     type RxToken<'a> = <TunTapInterface as Device>::RxToken<'a>;
     type TxToken<'a> = <TunTapInterface as Device>::TxToken<'a>;
