@@ -27,10 +27,7 @@ use tokio::{
     sync::Notify,
 };
 
-use crate::{
-    device::Link,
-    stack::{Stack, StackError, TcpListener},
-};
+use crate::stack::{Stack, StackError, StackOwner, TcpListener};
 
 /// A link whose readiness can be awaited through file descriptors.
 pub trait PollFds {
@@ -48,28 +45,6 @@ impl PollFds for crate::tap::TapLink {
     fn poll_fds(&self) -> Vec<RawFd> {
         use std::os::fd::AsRawFd;
         vec![self.as_raw_fd()]
-    }
-}
-
-/// Something that derefs to a [`Stack`] (a bare stack, or one registered in a data plane).
-pub trait StackOwner {
-    /// The link type.
-    type L: Link + PollFds;
-    /// The stack.
-    fn stack(&mut self) -> &mut Stack<Self::L>;
-}
-
-impl<L: Link + PollFds> StackOwner for Stack<L> {
-    type L = L;
-    fn stack(&mut self) -> &mut Stack<L> {
-        self
-    }
-}
-
-impl StackOwner for crate::dataplane::EndpointStack {
-    type L = crate::device::XskDevice;
-    fn stack(&mut self) -> &mut Stack<crate::device::XskDevice> {
-        self
     }
 }
 
@@ -117,7 +92,10 @@ impl std::os::fd::AsRawFd for Fd {
     }
 }
 
-impl<S: StackOwner + 'static> AsyncStack<S> {
+impl<S: StackOwner + 'static> AsyncStack<S>
+where
+    S::L: PollFds,
+{
     /// Wraps a stack. Call [`AsyncStack::drive`] on a task of the same thread.
     pub fn new(owner: S) -> Self {
         Self {
@@ -233,7 +211,10 @@ impl<S> std::fmt::Debug for AsyncTcpListener<S> {
     }
 }
 
-impl<S: StackOwner + 'static> AsyncTcpListener<S> {
+impl<S: StackOwner + 'static> AsyncTcpListener<S>
+where
+    S::L: PollFds,
+{
     /// The next established connection.
     pub async fn accept(&mut self) -> AsyncTcpStream<S> {
         let handle = std::future::poll_fn(|cx| {
@@ -271,14 +252,20 @@ impl<S> std::fmt::Debug for AsyncTcpStream<S> {
     }
 }
 
-impl<S: StackOwner + 'static> AsyncTcpStream<S> {
+impl<S: StackOwner + 'static> AsyncTcpStream<S>
+where
+    S::L: PollFds,
+{
     fn socket<R>(&self, f: impl FnOnce(&mut tcp::Socket<'static>) -> R) -> R {
         self.stack
             .with(|s| f(s.sockets().get_mut::<tcp::Socket<'static>>(self.handle)))
     }
 }
 
-impl<S: StackOwner + 'static> AsyncRead for AsyncTcpStream<S> {
+impl<S: StackOwner + 'static> AsyncRead for AsyncTcpStream<S>
+where
+    S::L: PollFds,
+{
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -307,7 +294,10 @@ impl<S: StackOwner + 'static> AsyncRead for AsyncTcpStream<S> {
     }
 }
 
-impl<S: StackOwner + 'static> AsyncWrite for AsyncTcpStream<S> {
+impl<S: StackOwner + 'static> AsyncWrite for AsyncTcpStream<S>
+where
+    S::L: PollFds,
+{
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -300,6 +300,30 @@ impl<L: Link> Stack<L> {
     }
 }
 
+/// Something that owns a [`Stack`]: a bare stack, or one registered in a data plane
+/// ([`crate::EndpointStack`]). The socket APIs ([`crate::aio`], [`crate::blocking`]) work
+/// with either.
+pub trait StackOwner {
+    /// The link type.
+    type L: Link;
+    /// The stack.
+    fn stack(&mut self) -> &mut Stack<Self::L>;
+}
+
+impl<L: Link> StackOwner for Stack<L> {
+    type L = L;
+    fn stack(&mut self) -> &mut Stack<L> {
+        self
+    }
+}
+
+impl StackOwner for crate::dataplane::EndpointStack {
+    type L = crate::device::XskDevice;
+    fn stack(&mut self) -> &mut Stack<crate::device::XskDevice> {
+        self
+    }
+}
+
 /// A TCP listener with a real backlog.
 ///
 /// smoltcp's listening socket turns into the connection it accepts; it has no accept queue.

@@ -1,0 +1,94 @@
+//! The blocking API on a per-thread stack over AF_XDP: a std::io TCP echo and a UDP echo,
+//! reached by kernel sockets from the peer namespace. Privileged (`--ignored`).
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    sync::Arc,
+    thread,
+    time::Duration,
+};
+
+use ioth_dataplane::{
+    Dataplane, DataplaneOptions, StackConfig, blocking::BlockingStack, netns::VethPair,
+};
+
+const IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 41);
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn blocking_tcp_and_udp_echo() {
+    let pair = VethPair::new("blk", 1).expect("veth pair");
+    let host = pair.host.name().to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{host}")).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let dp = Dataplane::attach("veth-ioth", DataplaneOptions::default()).unwrap();
+        let stack = BlockingStack::new(
+            Arc::clone(&dp)
+                .stack(
+                    StackConfig {
+                        mac: [0x02, 0x62, 0x6c, 0x6b, 0, 1],
+                        ipv4: vec![(IP, 24)],
+                        ..StackConfig::default()
+                    },
+                    smoltcp::time::Instant::from_millis(0),
+                )
+                .unwrap(),
+        );
+        let mut udp = stack.udp_bind(7).unwrap();
+        let mut listener = stack.listen(7, 4).unwrap();
+        tx.send(()).unwrap();
+        // UDP: echo three datagrams.
+        let mut buf = [0u8; 2048];
+        for _ in 0..3 {
+            let (n, from) = udp.recv_from(&mut buf).unwrap();
+            udp.send_to(&buf[..n], from).unwrap();
+        }
+        // TCP: echo one connection until the client closes.
+        let mut conn = listener.accept().unwrap();
+        let mut total = 0;
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            conn.write_all(&buf[..n]).unwrap();
+            total += n;
+        }
+        conn.shutdown().unwrap();
+        total
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let peer = pair.peer.name().to_owned();
+    let client = thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{peer}")).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 64];
+        for i in 0..3u8 {
+            u.send_to(&[i; 10], (IP, 7)).unwrap();
+            let n = u.recv(&mut b).unwrap();
+            assert_eq!(&b[..n], &[i; 10]);
+        }
+        let s =
+            TcpStream::connect_timeout(&SocketAddr::from((IP, 7)), Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let mut w = s.try_clone().unwrap();
+        let d2 = data.clone();
+        let writer = thread::spawn(move || {
+            w.write_all(&d2).unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut got = Vec::new();
+        let mut r = s;
+        r.read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        got == data
+    });
+    assert!(client.join().unwrap(), "echoed bytes differ");
+    assert_eq!(server.join().unwrap(), 300_000);
+}
