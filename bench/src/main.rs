@@ -7,6 +7,10 @@
 //! redirect into a socket happens after the program returns and is not included.
 #![deny(unsafe_code)]
 
+mod harness;
+mod load;
+mod sys;
+
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
@@ -30,6 +34,27 @@ struct Cli {
 enum Cmd {
     /// The classifier's cost per frame, by frame kind and endpoint count.
     Classifier(ClassifierArgs),
+    /// ioth side by side with the kernel stack: UDP echo and TCP request/response.
+    Compare(harness::CompareArgs),
+    /// The kernel reference server (started by `compare` in the server namespace).
+    #[command(hide = true)]
+    KernelServer(KernelServerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct KernelServerArgs {
+    /// Addresses to serve on (one thread each), or the one address with --reuseport.
+    #[arg(long = "ip", required = true)]
+    ips: Vec<std::net::IpAddr>,
+    /// Threads (with --reuseport).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Share one address between the threads with SO_REUSEPORT.
+    #[arg(long)]
+    reuseport: bool,
+    /// Port.
+    #[arg(long, default_value_t = 7)]
+    port: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,13 +92,13 @@ struct Report {
 }
 
 #[derive(Debug, Serialize)]
-struct Machine {
-    cpu: String,
-    cores: usize,
-    kernel: String,
+pub(crate) struct Machine {
+    pub(crate) cpu: String,
+    pub(crate) cores: usize,
+    pub(crate) kernel: String,
 }
 
-fn machine() -> Machine {
+pub(crate) fn machine() -> Machine {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -232,6 +257,8 @@ fn main() {
     let cli = Cli::parse();
     let r = match &cli.command {
         Cmd::Classifier(a) => classifier_bench(a),
+        Cmd::Compare(a) => harness::run(a),
+        Cmd::KernelServer(a) => load::kernel_server(&a.ips, a.threads, a.port, a.reuseport),
     };
     if let Err(e) = r {
         eprintln!("ioth-bench: error: {e:#}");

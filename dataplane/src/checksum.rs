@@ -85,13 +85,29 @@ pub fn check_l4(frame: &mut [u8]) -> L4Checksum {
             let Some(h) = ip.get(..40) else {
                 return L4Checksum::NotL4;
             };
-            let proto = h[6];
-            let l4_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
-            if h[0] >> 4 != 6 || (proto != TCP && proto != UDP) || 40 + l4_len > ip.len() {
+            let payload_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            if h[0] >> 4 != 6 || 40 + payload_len > ip.len() {
                 return L4Checksum::NotL4;
             }
-            let pseudo = sum(&h[8..40]) + u32::from(proto) + l4_len as u32;
-            (pseudo, proto, 54, l4_len)
+            // Walk hop-by-hop, routing and destination-options headers to TCP/UDP, so a
+            // segment behind them is verified too (smoltcp is told not to verify).
+            let (mut next, mut off) = (h[6], 40usize);
+            while matches!(next, 0 | 43 | 60) {
+                let Some(ext) = ip.get(off..off + 2) else {
+                    return L4Checksum::Invalid;
+                };
+                next = ext[0];
+                off += (usize::from(ext[1]) + 1) * 8;
+                if off > 40 + payload_len {
+                    return L4Checksum::Invalid;
+                }
+            }
+            if next != TCP && next != UDP {
+                return L4Checksum::NotL4;
+            }
+            let l4_len = 40 + payload_len - off;
+            let pseudo = sum(&h[8..40]) + u32::from(next) + l4_len as u32;
+            (pseudo, next, 14 + off, l4_len)
         }
         _ => return L4Checksum::NotL4,
     };
@@ -202,6 +218,62 @@ mod tests {
         f[40] = 0;
         f[41] = 0;
         assert_eq!(check_l4(&mut f), L4Checksum::Valid);
+    }
+
+    /// An IPv6/UDP frame, optionally behind a hop-by-hop header, checksummed by smoltcp.
+    fn udp6_frame(payload: &[u8], hop_by_hop: bool) -> Vec<u8> {
+        use smoltcp::wire::{Ipv6Address, Ipv6Packet, Ipv6Repr};
+        let src = Ipv6Address::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 2);
+        let dst = Ipv6Address::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 0x11);
+        let ext: &[u8] = if hop_by_hop {
+            &[17, 0, 1, 4, 0, 0, 0, 0]
+        } else {
+            &[]
+        };
+        let udp_len = 8 + payload.len();
+        let mut buf = vec![0u8; 14 + 40 + ext.len() + udp_len];
+        buf[12] = 0x86;
+        buf[13] = 0xdd;
+        let ip = Ipv6Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: if hop_by_hop {
+                IpProtocol::HopByHop
+            } else {
+                IpProtocol::Udp
+            },
+            payload_len: ext.len() + udp_len,
+            hop_limit: 64,
+        };
+        let mut p = Ipv6Packet::new_unchecked(&mut buf[14..]);
+        ip.emit(&mut p);
+        let l4 = &mut buf[54..];
+        l4[..ext.len()].copy_from_slice(ext);
+        let mut u = UdpPacket::new_unchecked(&mut l4[ext.len()..]);
+        UdpRepr {
+            src_port: 40000,
+            dst_port: 7,
+        }
+        .emit(
+            &mut u,
+            &src.into(),
+            &dst.into(),
+            payload.len(),
+            |b| b.copy_from_slice(payload),
+            &ChecksumCapabilities::default(),
+        );
+        buf
+    }
+
+    #[test]
+    fn ipv6_udp_is_verified_also_behind_an_extension_header() {
+        for hbh in [false, true] {
+            let mut f = udp6_frame(b"ipv6 payload", hbh);
+            assert_eq!(check_l4(&mut f), L4Checksum::Valid, "hop-by-hop {hbh}");
+            let last = f.len() - 1;
+            f[last] ^= 1;
+            assert_eq!(check_l4(&mut f), L4Checksum::Invalid, "hop-by-hop {hbh}");
+        }
     }
 
     #[test]

@@ -634,14 +634,21 @@ impl Drop for RxPart {
     fn drop(&mut self) {
         // Frames still in the batch or released but not yet recycled go back to the free
         // list, so the queue's accounting stays whole when a socket goes away.
+        // Frames the kernel already put on this socket's rx ring are drained too: once the
+        // socket closes they would be lost to the queue's pool.
         let q = Arc::clone(&self.queue);
-        let unhanded = self.len - self.pos;
-        let held = unhanded + self.released;
-        q.account.moved(&q.account.user, &q.account.free, held);
+        loop {
+            self.recycle
+                .extend_from_slice(&self.batch[self.pos..self.len]);
+            self.released += self.len - self.pos;
+            self.pos = self.len;
+            if self.fetch() == 0 {
+                break;
+            }
+        }
+        q.account
+            .moved(&q.account.user, &q.account.free, self.released);
         let mut shared = q.lock();
-        shared
-            .free
-            .extend_from_slice(&self.batch[self.pos..self.len]);
         shared.free.append(&mut self.recycle);
     }
 }

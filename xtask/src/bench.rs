@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: builds the benchmark programs in release mode and runs them.
 //!
-//! Today: the classifier's cost per frame (`ioth-bench classifier`). Results go to
-//! `bench/results/`. `--quick` is the smoke mode that `cargo xtask test` also runs.
+//! `ioth-bench classifier` (the classifier's cost per frame) and `ioth-bench compare` (ioth
+//! side by side with kernel sockets on a veth pair). Results go to `bench/results/`;
+//! `--quick` is the smoke mode that `cargo xtask test` also runs (results elsewhere).
 
 use anyhow::{Result, bail};
 
@@ -15,11 +16,32 @@ pub struct BenchArgs {
     pub quick: bool,
 }
 
-/// Builds and runs the benchmarks; `smoke` writes its JSON outside the results folder.
-pub fn run_benchmarks(quick: bool, json: &str) -> Result<()> {
-    cmd::run(command("cargo").args(["build", "--release", "--locked", "-p", "ioth-bench"]))?;
-    let mut c = command(root().join("target/release/ioth-bench"));
-    c.args(["classifier", "--json", json]);
+/// Builds and runs the benchmarks, writing results under `dir`.
+pub fn run_benchmarks(quick: bool, dir: &str) -> Result<()> {
+    cmd::run(command("cargo").args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "ioth-bench",
+        "-p",
+        "ioth-control",
+    ]))?;
+    let bench = root().join("target/release/ioth-bench");
+    let mut c = command(&bench);
+    c.args(["classifier", "--json", &format!("{dir}/classifier.json")]);
+    if quick {
+        c.arg("--quick");
+    }
+    cmd::run(&mut c)?;
+    let mut c = command(&bench);
+    c.args([
+        "compare",
+        "--json",
+        &format!("{dir}/latest.json"),
+        "--markdown",
+        &format!("{dir}/latest.md"),
+    ]);
     if quick {
         c.arg("--quick");
     }
@@ -31,10 +53,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bail!("the benchmarks load XDP programs: run them as root");
     }
     crate::setup::run()?;
-    let json = if args.quick {
-        "target/bench-quick/classifier.json"
+    let dir = if args.quick {
+        "target/bench-quick"
     } else {
-        "bench/results/classifier.json"
+        "bench/results"
     };
-    run_benchmarks(args.quick, json)
+    run_benchmarks(args.quick, dir)
 }

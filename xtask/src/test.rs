@@ -225,7 +225,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
         // The benchmarks never rot: each runs briefly (numbers are not asserted).
         t.step(
             "benchmark smoke run",
-            crate::bench::run_benchmarks(true, "target/bench-quick/classifier.json"),
+            crate::bench::run_benchmarks(true, "target/bench-quick"),
         );
         let leaked = remove_stale_namespaces()?;
         t.step(

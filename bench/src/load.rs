@@ -1,0 +1,277 @@
+//! Load generators (run in the peer namespace, pinned to their own CPU) and the kernel
+//! reference servers (run as `ioth-bench kernel-server` in the server namespace).
+
+use std::{
+    cell::RefCell,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::sys::Batch;
+
+/// What one load run measured.
+#[derive(Debug)]
+pub struct LoadResult {
+    /// Completed round trips (datagrams echoed, or request/response transactions).
+    pub ops: u64,
+    /// Round trips lost (UDP only: timed out).
+    pub lost: u64,
+    /// Wall time of the measurement.
+    pub secs: f64,
+    /// Round-trip latency, ns.
+    pub latency: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("histogram bounds")
+}
+
+/// Nanoseconds since `epoch`, carried inside a request to time it.
+fn ns_since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_nanos() as u64
+}
+
+/// UDP echo load: one connected socket per target, `window` datagrams of `size` bytes in
+/// flight on each, for `duration`, from one thread (batched with sendmmsg/recvmmsg).
+pub fn udp_echo(
+    targets: &[SocketAddr],
+    size: usize,
+    window: usize,
+    duration: Duration,
+) -> Result<LoadResult> {
+    let epoch = Instant::now();
+    let mut socks = Vec::new();
+    for t in targets {
+        let bind: SocketAddr = match t.ip() {
+            IpAddr::V4(_) => "0.0.0.0:0".parse()?,
+            IpAddr::V6(_) => "[::]:0".parse()?,
+        };
+        let s = UdpSocket::bind(bind)?;
+        s.connect(t)?;
+        s.set_nonblocking(true)?;
+        socks.push(s);
+    }
+    let mut hist = histogram();
+    let mut batch = Batch::new(window.max(1));
+    let mut inflight = vec![0usize; socks.len()];
+    let mut last_rx = vec![Instant::now(); socks.len()];
+    let (mut ops, mut lost) = (0u64, 0u64);
+    let size = size.max(8);
+    let end = Instant::now() + duration;
+    let start = Instant::now();
+    while Instant::now() < end {
+        for (i, s) in socks.iter().enumerate() {
+            // Refill the window.
+            let want = window - inflight[i];
+            if want > 0 {
+                let now = ns_since(epoch);
+                for k in 0..want {
+                    let buf = batch.buf_mut(k);
+                    buf[..8].copy_from_slice(&now.to_le_bytes());
+                    batch.set_len(k, size);
+                }
+                match batch.send(s, want, false) {
+                    Ok(n) => inflight[i] += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e).context("sendmmsg"),
+                }
+            }
+            match batch.recv(s, window) {
+                Ok(n) => {
+                    let now = ns_since(epoch);
+                    for k in 0..n {
+                        let d = batch.get(k);
+                        if d.len() >= 8 {
+                            let sent = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
+                            let _ = hist.record(now.saturating_sub(sent).max(1));
+                        }
+                    }
+                    inflight[i] = inflight[i].saturating_sub(n);
+                    ops += n as u64;
+                    last_rx[i] = Instant::now();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Nothing back for 200 ms: whatever is in flight is lost; resend.
+                    if last_rx[i].elapsed() > Duration::from_millis(200) && inflight[i] > 0 {
+                        lost += inflight[i] as u64;
+                        inflight[i] = 0;
+                        last_rx[i] = Instant::now();
+                    }
+                }
+                Err(e) => return Err(e).context("recvmmsg"),
+            }
+        }
+    }
+    Ok(LoadResult {
+        ops,
+        lost,
+        secs: start.elapsed().as_secs_f64(),
+        latency: hist,
+    })
+}
+
+/// TCP request/response load: `conns` connections spread over `targets`, each sending a
+/// `size`-byte request and waiting for the `size`-byte response, for `duration`.
+pub fn tcp_rr(
+    targets: &[SocketAddr],
+    conns: usize,
+    size: usize,
+    duration: Duration,
+) -> Result<LoadResult> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let targets = targets.to_vec();
+    local.block_on(&rt, async move {
+        let hist = Rc::new(RefCell::new(histogram()));
+        let ops = Rc::new(RefCell::new(0u64));
+        let mut streams = Vec::new();
+        for c in 0..conns {
+            let t = targets[c % targets.len()];
+            let s =
+                tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(t))
+                    .await
+                    .context("connect timed out")?
+                    .with_context(|| format!("connect {t}"))?;
+            s.set_nodelay(true)?;
+            streams.push(s);
+        }
+        let start = Instant::now();
+        let end = start + duration;
+        let mut tasks = Vec::new();
+        for mut s in streams {
+            let (hist, ops) = (Rc::clone(&hist), Rc::clone(&ops));
+            tasks.push(tokio::task::spawn_local(async move {
+                let req = vec![0x5au8; size];
+                let mut resp = vec![0u8; size];
+                while Instant::now() < end {
+                    let t0 = Instant::now();
+                    if s.write_all(&req).await.is_err() || s.read_exact(&mut resp).await.is_err() {
+                        break;
+                    }
+                    let _ = hist
+                        .borrow_mut()
+                        .record(t0.elapsed().as_nanos().max(1) as u64);
+                    *ops.borrow_mut() += 1;
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let latency = hist.borrow().clone();
+        let ops = *ops.borrow();
+        Ok(LoadResult {
+            ops,
+            lost: 0,
+            secs,
+            latency,
+        })
+    })
+}
+
+/// The kernel reference server: UDP echo (recvmmsg/sendmmsg batches) and TCP echo (epoll,
+/// via tokio) on every address in `ips`, one thread per address — or, with `reuseport`,
+/// `threads` threads sharing one address with SO_REUSEPORT. Runs until killed.
+pub fn kernel_server(ips: &[IpAddr], threads: usize, port: u16, reuseport: bool) -> Result<()> {
+    let binds: Vec<IpAddr> = if reuseport {
+        vec![ips[0]; threads.max(1)]
+    } else {
+        ips.to_vec()
+    };
+    let mut handles = Vec::new();
+    for ip in binds {
+        let addr = SocketAddr::new(ip, port);
+        let udp = bind_udp(addr, reuseport)?;
+        let tcp = bind_tcp(addr, reuseport)?;
+        handles.push(std::thread::spawn(move || {
+            let udp_thread = std::thread::spawn(move || udp_echo_server(udp));
+            tcp_echo_server(tcp);
+            let _ = udp_thread.join();
+        }));
+    }
+    println!("ready kernel-server");
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+fn bind_udp(addr: SocketAddr, reuseport: bool) -> Result<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    s.set_reuse_port(reuseport)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("bind udp {addr}"))?;
+    Ok(s.into())
+}
+
+fn bind_tcp(addr: SocketAddr, reuseport: bool) -> Result<std::net::TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(reuseport)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("bind tcp {addr}"))?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+fn udp_echo_server(sock: UdpSocket) {
+    let mut batch = Batch::new(32);
+    loop {
+        match batch.recv(&sock, 32) {
+            Ok(n) => {
+                let _ = batch.send_back(&sock, n);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
+fn tcp_echo_server(listener: std::net::TcpListener) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            return;
+        };
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::task::spawn_local(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
