@@ -405,6 +405,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             ..StackConfig::default()
         });
     }
+    // Refuse bad addresses before anything is attached.
+    for c in &configs {
+        c.validate()?;
+    }
     let mut apps: Vec<App> = args.app.clone();
     apps.sort_by_key(|a| a.default_port());
     apps.dedup();

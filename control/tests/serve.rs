@@ -595,3 +595,56 @@ fn hostile_frames_never_crash_a_thread_or_leak_a_frame() {
         "{rest:?}"
     );
 }
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn bad_input_is_refused_with_a_clear_error_and_nothing_left_behind() {
+    let pair = VethPair::new("refuse", 1).expect("veth pair");
+    let run = |args: &[&str]| {
+        let out = pair
+            .host
+            .command(env!("CARGO_BIN_EXE_ioth"))
+            .arg("serve")
+            .args(args)
+            .output()
+            .expect("run ioth serve");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let iface = pair.host_if.as_str();
+    // The host's own address.
+    let (st, err) = run(&["--iface", iface, "--ipv4", "10.99.0.1/24"]);
+    assert!(!st.success());
+    assert!(
+        err.contains("10.99.0.1 is configured on a host interface"),
+        "{err}"
+    );
+    // An unknown interface.
+    let (st, err) = run(&["--iface", "no-such-if0", "--ipv4", "10.99.0.11/24"]);
+    assert!(!st.success());
+    assert!(err.contains("no-such-if0"), "{err}");
+    // Invalid addresses and ranges.
+    for bad in [
+        "10.99.0.11",
+        "10.99.0.300/24",
+        "10.99.0.11/40",
+        "224.0.0.1/24",
+    ] {
+        let (st, err) = run(&["--iface", iface, "--ipv4", bad]);
+        assert!(!st.success(), "{bad} accepted");
+        assert!(err.starts_with("ioth: error:"), "{bad}: {err}");
+    }
+    let (st, err) = run(&[
+        "--iface",
+        iface,
+        "--ipv4",
+        "10.99.0.250/24",
+        "--threads",
+        "10",
+    ]);
+    assert!(!st.success() && err.contains("past .254"), "{err}");
+    // Nothing was left attached by the failed starts.
+    assert!(!xdp_attached(&pair.host, &pair.host_if));
+}
