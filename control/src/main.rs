@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 mod demo;
+mod metrics;
 mod serve;
 
 use anyhow::Result;

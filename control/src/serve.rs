@@ -17,6 +17,17 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+
+/// Prints a line on stdout; a closed stdout (the reader went away) is not an error worth a
+/// panic in a server.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*);
+        let _ = out.flush();
+    }};
+}
 use ioth_dataplane::{
     Congestion, Dataplane, DataplaneOptions, ModeRequest, StackConfig, TcpListener,
     classifier::format_mac,
@@ -94,6 +105,9 @@ pub struct ServeArgs {
     /// Listen backlog per thread and port (each slot is a socket with its buffers).
     #[arg(long, default_value_t = 16)]
     pub backlog: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (ADDR: IP:PORT, or PORT for loopback).
+    #[arg(long)]
+    pub metrics: Option<String>,
     /// Use addresses even if a host interface has them configured.
     #[arg(long)]
     pub force: bool,
@@ -191,10 +205,88 @@ impl App {
     }
 }
 
-/// What the workers report to the main thread.
+/// What a worker publishes for the main thread and the metrics endpoint. The worker owns
+/// its stack and sockets; it copies their counters here about twice a second.
 #[derive(Debug, Default)]
-struct ThreadStats {
-    requests: AtomicU64,
+pub struct ThreadStats {
+    /// Thread index.
+    pub index: u16,
+    /// The endpoint's label: its IPv4 address.
+    pub endpoint: String,
+    /// Its classifier slot (0 until the stack exists).
+    pub slot: AtomicU64,
+    /// Requests served.
+    pub requests: AtomicU64,
+    /// Frames the stack sent.
+    pub tx_packets: AtomicU64,
+    /// Bytes the stack sent.
+    pub tx_bytes: AtomicU64,
+    /// XDP_STATISTICS of its sockets.
+    pub xsk_rx_dropped: AtomicU64,
+    /// XDP_STATISTICS of its sockets.
+    pub xsk_rx_ring_full: AtomicU64,
+    /// XDP_STATISTICS of its sockets.
+    pub xsk_fill_ring_empty: AtomicU64,
+    /// XDP_STATISTICS of its sockets.
+    pub xsk_tx_invalid: AtomicU64,
+    /// TCP sockets per smoltcp state (index: `tcp_state_index`).
+    pub tcp_states: [AtomicU64; TCP_STATES.len()],
+}
+
+/// smoltcp's TCP states, as metric labels.
+pub const TCP_STATES: [&str; 11] = [
+    "closed",
+    "listen",
+    "syn-sent",
+    "syn-received",
+    "established",
+    "fin-wait-1",
+    "fin-wait-2",
+    "close-wait",
+    "closing",
+    "last-ack",
+    "time-wait",
+];
+
+fn tcp_state_index(s: tcp::State) -> usize {
+    match s {
+        tcp::State::Closed => 0,
+        tcp::State::Listen => 1,
+        tcp::State::SynSent => 2,
+        tcp::State::SynReceived => 3,
+        tcp::State::Established => 4,
+        tcp::State::FinWait1 => 5,
+        tcp::State::FinWait2 => 6,
+        tcp::State::CloseWait => 7,
+        tcp::State::Closing => 8,
+        tcp::State::LastAck => 9,
+        tcp::State::TimeWait => 10,
+    }
+}
+
+fn publish(stack: &mut ioth_dataplane::EndpointStack, stats: &ThreadStats) {
+    let link = stack.link().counters();
+    stats.tx_packets.store(link.tx_frames, Ordering::Relaxed);
+    stats.tx_bytes.store(link.tx_bytes, Ordering::Relaxed);
+    if let Ok(x) = stack.link().xdp_statistics() {
+        stats.xsk_rx_dropped.store(x.rx_dropped, Ordering::Relaxed);
+        stats
+            .xsk_rx_ring_full
+            .store(x.rx_ring_full, Ordering::Relaxed);
+        stats
+            .xsk_fill_ring_empty
+            .store(x.fill_ring_empty, Ordering::Relaxed);
+        stats.xsk_tx_invalid.store(x.tx_invalid, Ordering::Relaxed);
+    }
+    let mut counts = [0u64; TCP_STATES.len()];
+    for (_, socket) in stack.sockets().iter() {
+        if let smoltcp::socket::Socket::Tcp(t) = socket {
+            counts[tcp_state_index(t.state())] += 1;
+        }
+    }
+    for (a, c) in stats.tcp_states.iter().zip(counts) {
+        a.store(c, Ordering::Relaxed);
+    }
 }
 
 struct Conn {
@@ -245,6 +337,9 @@ fn worker(
             }
         }
     }
+    stats
+        .slot
+        .store(u64::from(stack.endpoint().0), Ordering::Relaxed);
     let queues = dp.queues().len();
     let _ = ready.send(Ok(format!(
         "ready thread={index} ipv4={ip} ipv6={} mac={} queues={queues} xdp={} xsk={}",
@@ -258,7 +353,12 @@ fn worker(
         .then(|| now() + smoltcp::time::Duration::from_secs(1));
     let mut conns: Vec<Conn> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut published = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if published.elapsed() >= Duration::from_millis(500) {
+            publish(&mut stack, &stats);
+            published = std::time::Instant::now();
+        }
         if panic_at.is_some_and(|t| now() >= t) {
             panic!("thread {index}: panic requested by --test-panic-thread");
         }
@@ -453,7 +553,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             Arc::clone(&wargs),
             ready_tx.clone(),
         );
-        let stats = Arc::new(ThreadStats::default());
+        let stats = Arc::new(ThreadStats {
+            index: i as u16,
+            endpoint: config.ipv4[0].0.to_string(),
+            ..ThreadStats::default()
+        });
         let s = Arc::clone(&stats);
         let handle = thread::Builder::new()
             .name(format!("ioth-{i}"))
@@ -465,7 +569,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let mut failed = None;
     for _ in 0..args.threads {
         match ready_rx.recv() {
-            Ok(Ok(line)) => println!("{line}"),
+            Ok(Ok(line)) => say!("{line}"),
             Ok(Err(e)) => {
                 failed.get_or_insert(e);
             }
@@ -485,7 +589,24 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .iter()
         .map(|(a, p)| format!("{}:{p}", format!("{a:?}").to_lowercase()))
         .collect();
-    println!(
+    let thread_stats: Vec<Arc<ThreadStats>> = workers.iter().map(|(_, s)| Arc::clone(s)).collect();
+    let _metrics = match &args.metrics {
+        Some(addr) => {
+            let addr = crate::metrics::parse_listen(addr)?;
+            let bound = crate::metrics::serve(
+                addr,
+                crate::metrics::Sources {
+                    dp: Arc::clone(&dp),
+                    threads: thread_stats,
+                },
+                Arc::clone(&stop),
+            )?;
+            say!("metrics http://{bound}/metrics");
+            Some(bound)
+        }
+        None => None,
+    };
+    say!(
         "ready threads={} iface={} apps={}",
         args.threads,
         args.iface,
@@ -498,7 +619,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     }
     for (i, (h, stats)) in workers.into_iter().enumerate() {
         let panicked = h.join().is_err();
-        println!(
+        say!(
             "stopped thread={i} requests={}{}",
             stats.requests.load(Ordering::Relaxed),
             if panicked { " (panicked)" } else { "" }
@@ -516,7 +637,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         })
         .collect();
     drop(dp);
-    println!(
+    say!(
         "stopped: classifier detached, UMEM freed, frames accounted: {}",
         if unaccounted.is_empty() {
             "yes".to_owned()

@@ -35,6 +35,21 @@ pub struct LinkCounters {
     pub rx_partial_checksum: u64,
     /// Frames the stack wrote.
     pub tx_frames: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+}
+
+/// The kernel's XDP_STATISTICS, summed over a device's sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpStats {
+    /// Frames dropped for reasons other than invalid descriptors (e.g. rx ring full).
+    pub rx_dropped: u64,
+    /// Frames dropped because the rx ring was full.
+    pub rx_ring_full: u64,
+    /// Times the fill ring was empty when the kernel needed a frame.
+    pub fill_ring_empty: u64,
+    /// Invalid descriptors on the tx ring.
+    pub tx_invalid: u64,
 }
 
 /// The AF_XDP link of one stack: a socket on every rx queue of the interface (frames for
@@ -92,6 +107,20 @@ impl XskDevice {
         self.counters
     }
 
+    /// The kernel's XDP_STATISTICS of the device's sockets, summed (one syscall per socket:
+    /// call it from the control path, not per packet).
+    pub fn xdp_statistics(&self) -> io::Result<XdpStats> {
+        let mut sum = XdpStats::default();
+        for r in &self.rx {
+            let s = r.statistics().map_err(io::Error::other)?;
+            sum.rx_dropped += s.rx_dropped();
+            sum.rx_ring_full += s.rx_ring_full();
+            sum.fill_ring_empty += s.rx_fill_ring_empty_descs();
+            sum.tx_invalid += s.tx_invalid_descs();
+        }
+        Ok(sum)
+    }
+
     /// The receive halves (one per queue).
     pub fn rx_parts(&self) -> &[RxPart] {
         &self.rx
@@ -139,6 +168,7 @@ impl phy::TxToken for XskTxToken<'_> {
         // `transmit`/`receive` only hand out a token when `ready()` said a frame is free,
         // and nothing else takes frames from this TxPart in between.
         self.counters.tx_frames += 1;
+        self.counters.tx_bytes += len as u64;
         let mut f = Some(f);
         let sent = self.tx.send(len, |buf| f.take().map(|f| f(buf)));
         match (sent.flatten(), f.take()) {

@@ -426,14 +426,7 @@ impl XskSocket {
 
     /// The kernel's XDP_STATISTICS for this socket.
     pub fn statistics(&self) -> Result<xsk_rs::socket::XdpStatistics> {
-        self.rx
-            .ring
-            .fd()
-            .xdp_statistics()
-            .map_err(|source| XskError::Io {
-                what: "XDP_STATISTICS",
-                source,
-            })
+        self.rx.statistics()
     }
 
     /// The receive and transmit halves.
@@ -475,6 +468,17 @@ impl RxPart {
     /// The queue this half belongs to.
     pub fn queue(&self) -> &Arc<QueueUmem> {
         &self.queue
+    }
+
+    /// The kernel's XDP_STATISTICS for this socket.
+    pub fn statistics(&self) -> Result<xsk_rs::socket::XdpStatistics> {
+        self.ring
+            .fd()
+            .xdp_statistics()
+            .map_err(|source| XskError::Io {
+                what: "XDP_STATISTICS",
+                source,
+            })
     }
 
     /// Frames ready to be handed out, consuming a new batch from the rx ring if the last

@@ -1,0 +1,287 @@
+//! Prometheus metrics of `ioth serve`, in the text format at `/metrics`.
+//!
+//! Every scrape reads the sources afresh — the classifier's per-CPU counters (summed), each
+//! thread's published counters, each queue's frame accounting — and encodes them with the
+//! prometheus crate. The names and labels are part of ioth's interface (README, "Metrics").
+//! The HTTP side is a tiny blocking server on its own thread: it answers `GET /metrics` and
+//! nothing else, and stops with the server.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use ioth_common::Counter;
+use ioth_dataplane::Dataplane;
+use prometheus::{Encoder as _, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::serve::{TCP_STATES, ThreadStats};
+
+/// What the metrics are read from.
+pub struct Sources {
+    /// The data plane (classifier and UMEMs).
+    pub dp: Arc<Dataplane>,
+    /// Each worker's published counters.
+    pub threads: Vec<Arc<ThreadStats>>,
+}
+
+/// `IP:PORT`, or a bare `PORT` on loopback.
+pub fn parse_listen(s: &str) -> Result<SocketAddr> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    s.parse()
+        .with_context(|| format!("--metrics {s:?}: expected IP:PORT or PORT"))
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    reg.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    reg.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+/// The metrics as Prometheus text.
+pub fn render(src: &Sources) -> Result<String> {
+    let reg = Registry::new();
+    let iface = src.dp.iface();
+    let xdp = counter(
+        &reg,
+        "ioth_xdp_packets_total",
+        "Frames the XDP classifier saw, by verdict.",
+        &["iface", "verdict"],
+    )?;
+    let (counters, ep_stats) = {
+        let c = src.dp.classifier();
+        let counters = c.counters()?;
+        let stats: Vec<_> = src
+            .threads
+            .iter()
+            .map(|t| {
+                let slot = t.slot.load(Ordering::Relaxed) as u32;
+                (slot != 0)
+                    .then(|| c.endpoint_stats(slot).ok())
+                    .flatten()
+                    .unwrap_or_default()
+            })
+            .collect();
+        (counters, stats)
+    };
+    for v in Counter::ALL {
+        xdp.with_label_values(&[iface, v.label()])
+            .inc_by(counters.get(v));
+    }
+    let ep_labels = ["iface", "endpoint", "thread"];
+    let rx_packets = counter(
+        &reg,
+        "ioth_endpoint_rx_packets_total",
+        "Frames redirected to the endpoint's sockets.",
+        &ep_labels,
+    )?;
+    let rx_bytes = counter(
+        &reg,
+        "ioth_endpoint_rx_bytes_total",
+        "Bytes redirected to the endpoint's sockets.",
+        &ep_labels,
+    )?;
+    let rx_dropped = counter(
+        &reg,
+        "ioth_endpoint_rx_dropped_total",
+        "Frames the endpoint owns that found no socket on their queue.",
+        &ep_labels,
+    )?;
+    let tx_packets = counter(
+        &reg,
+        "ioth_endpoint_tx_packets_total",
+        "Frames the endpoint's stack sent.",
+        &ep_labels,
+    )?;
+    let tx_bytes = counter(
+        &reg,
+        "ioth_endpoint_tx_bytes_total",
+        "Bytes the endpoint's stack sent.",
+        &ep_labels,
+    )?;
+    let xsk = [
+        (
+            "ioth_xsk_rx_dropped_total",
+            "XDP_STATISTICS rx_dropped of the endpoint's sockets.",
+        ),
+        (
+            "ioth_xsk_rx_ring_full_total",
+            "XDP_STATISTICS rx_ring_full of the endpoint's sockets.",
+        ),
+        (
+            "ioth_xsk_fill_ring_empty_total",
+            "XDP_STATISTICS rx_fill_ring_empty_descs of the endpoint's sockets.",
+        ),
+        (
+            "ioth_xsk_tx_invalid_total",
+            "XDP_STATISTICS tx_invalid_descs of the endpoint's sockets.",
+        ),
+    ]
+    .map(|(n, h)| counter(&reg, n, h, &["iface", "endpoint"]));
+    let [xsk_dropped, xsk_full, xsk_empty, xsk_invalid] = xsk;
+    let (xsk_dropped, xsk_full, xsk_empty, xsk_invalid) =
+        (xsk_dropped?, xsk_full?, xsk_empty?, xsk_invalid?);
+    let tcp = gauge(
+        &reg,
+        "ioth_tcp_connections",
+        "TCP sockets of the endpoint's stack, by state.",
+        &["endpoint", "state"],
+    )?;
+    for (t, ep) in src.threads.iter().zip(&ep_stats) {
+        let thread = t.index.to_string();
+        let l = [iface, t.endpoint.as_str(), thread.as_str()];
+        rx_packets.with_label_values(&l).inc_by(ep.rx_packets);
+        rx_bytes.with_label_values(&l).inc_by(ep.rx_bytes);
+        rx_dropped.with_label_values(&l).inc_by(ep.rx_dropped);
+        tx_packets
+            .with_label_values(&l)
+            .inc_by(t.tx_packets.load(Ordering::Relaxed));
+        tx_bytes
+            .with_label_values(&l)
+            .inc_by(t.tx_bytes.load(Ordering::Relaxed));
+        let e = [iface, t.endpoint.as_str()];
+        xsk_dropped
+            .with_label_values(&e)
+            .inc_by(t.xsk_rx_dropped.load(Ordering::Relaxed));
+        xsk_full
+            .with_label_values(&e)
+            .inc_by(t.xsk_rx_ring_full.load(Ordering::Relaxed));
+        xsk_empty
+            .with_label_values(&e)
+            .inc_by(t.xsk_fill_ring_empty.load(Ordering::Relaxed));
+        xsk_invalid
+            .with_label_values(&e)
+            .inc_by(t.xsk_tx_invalid.load(Ordering::Relaxed));
+        for (state, n) in TCP_STATES.iter().zip(&t.tcp_states) {
+            tcp.with_label_values(&[t.endpoint.as_str(), state])
+                .set(n.load(Ordering::Relaxed) as i64);
+        }
+    }
+    let umem = gauge(
+        &reg,
+        "ioth_umem_frames",
+        "UMEM frames by state: free (free list and tx caches), fill (fill ring, kernel, rx ring), \
+         stack (held by user space), tx (tx ring, kernel, completion ring).",
+        &["iface", "queue", "state"],
+    )?;
+    for q in src.dp.queues() {
+        let f = q.frames();
+        let queue = q.queue().to_string();
+        for (state, n) in [
+            ("free", f.free),
+            ("fill", f.kernel_rx),
+            ("stack", f.user),
+            ("tx", f.kernel_tx),
+        ] {
+            umem.with_label_values(&[iface, queue.as_str(), state])
+                .set(n as i64);
+        }
+    }
+    let build = gauge(
+        &reg,
+        "ioth_build_info",
+        "Build and mode of the running ioth.",
+        &["version", "mode"],
+    )?;
+    let mode = format!(
+        "{}/{}",
+        src.dp.attach_mode(),
+        src.dp.bind_mode().map_or("-".to_owned(), |m| m.to_string())
+    );
+    build
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), mode.as_str()])
+        .set(1);
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&reg.gather(), &mut out)?;
+    Ok(String::from_utf8(out)?)
+}
+
+fn answer(mut s: std::net::TcpStream, src: &Sources) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&req);
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    let (status, ctype, body) =
+        if line.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
+            match render(src) {
+                Ok(b) => ("200 OK", "text/plain; version=0.0.4", b),
+                Err(e) => (
+                    "500 Internal Server Error",
+                    "text/plain",
+                    format!("{e:#}\n"),
+                ),
+            }
+        } else {
+            ("404 Not Found", "text/plain", "try /metrics\n".to_owned())
+        };
+    write!(
+        s,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Serves `/metrics` on `addr` until `stop` is set. Returns the bound address.
+pub fn serve(addr: SocketAddr, src: Sources, stop: Arc<AtomicBool>) -> Result<SocketAddr> {
+    let listener =
+        TcpListener::bind(addr).with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    thread::Builder::new()
+        .name("ioth-metrics".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        if let Err(e) = answer(s, &src) {
+                            log::debug!("metrics request: {e}");
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => log::warn!("metrics accept: {e}"),
+                }
+            }
+        })?;
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listen;
+
+    #[test]
+    fn a_bare_port_listens_on_loopback() {
+        assert_eq!(parse_listen("9464").unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(
+            parse_listen("0.0.0.0:9464").unwrap().to_string(),
+            "0.0.0.0:9464"
+        );
+        assert!(parse_listen("somewhere").is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! `ioth serve --metrics`: the text format passes `promtool check metrics`, counters rise with
+//! traffic and agree with what was sent, and a real Prometheus server (started here, on the
+//! namespace's loopback) scrapes it and answers queries with rising values.
+//! Privileged: run by `cargo xtask test` as root (`--ignored`).
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use ioth_dataplane::netns::{NetNs, VethPair};
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(ns: &NetNs, url: &str) -> String {
+    let out = ns.exec("curl", &["-sS", "-m", "5", url]).expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Like `get`, but a refused connection (a server still starting) is an empty body.
+fn try_get(ns: &NetNs, url: &str) -> String {
+    ns.exec("curl", &["-sS", "-m", "5", url])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// The value of the sample `name{...label...}` in a text exposition.
+fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn metrics_are_valid_rise_with_traffic_and_prometheus_scrapes_them() {
+    let pair = VethPair::new("metrics", 1).expect("veth pair");
+    let mut child = pair
+        .host
+        .command(env!("CARGO_BIN_EXE_ioth"))
+        .args(["serve", "--iface", &pair.host_if, "--threads", "2"])
+        .args([
+            "--ipv4",
+            "10.99.0.11/24",
+            "--app",
+            "http",
+            "--metrics",
+            "19464",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ioth serve");
+    let out = child.stdout.take().unwrap();
+    let _server = Kill(child);
+    let mut lines = BufReader::new(out).lines();
+    for line in lines.by_ref() {
+        if line.expect("line").starts_with("ready threads=") {
+            break;
+        }
+    }
+    // Keep reading the server's output so it never writes into a closed pipe.
+    thread::spawn(move || for _ in lines {});
+    let url = "http://127.0.0.1:19464/metrics";
+    let before = get(&pair.host, url);
+    // promtool, the format's own checker.
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(before.as_bytes())
+        .unwrap();
+    let res = check.wait_with_output().unwrap();
+    assert!(
+        res.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    for name in [
+        "ioth_xdp_packets_total",
+        "ioth_endpoint_rx_packets_total",
+        "ioth_endpoint_tx_packets_total",
+        "ioth_endpoint_rx_bytes_total",
+        "ioth_endpoint_tx_bytes_total",
+        "ioth_xsk_rx_dropped_total",
+        "ioth_xsk_rx_ring_full_total",
+        "ioth_xsk_fill_ring_empty_total",
+        "ioth_xsk_tx_invalid_total",
+        "ioth_umem_frames",
+        "ioth_tcp_connections",
+        "ioth_build_info",
+    ] {
+        assert!(
+            before.contains(&format!("# TYPE {name} ")),
+            "{name} missing"
+        );
+    }
+    // Traffic to thread 1 only: its counters rise, thread 0's stay.
+    for _ in 0..5 {
+        let body = get(&pair.peer, "http://10.99.0.12/");
+        assert!(body.contains("thread 1"), "{body}");
+    }
+    thread::sleep(Duration::from_millis(700)); // the workers publish twice a second
+    let after = get(&pair.host, url);
+    let rx = |t: &str, ip: &str| {
+        sample(
+            t,
+            "ioth_endpoint_rx_packets_total",
+            &format!("endpoint=\"{ip}\""),
+        )
+        .unwrap()
+    };
+    let tx = |t: &str, ip: &str| {
+        sample(
+            t,
+            "ioth_endpoint_tx_packets_total",
+            &format!("endpoint=\"{ip}\""),
+        )
+        .unwrap()
+    };
+    // Five HTTP exchanges are at least 5 × (SYN, request, ACK/FIN ...) frames each way.
+    assert!(
+        rx(&after, "10.99.0.12") >= rx(&before, "10.99.0.12") + 15.0,
+        "{after}"
+    );
+    assert!(
+        tx(&after, "10.99.0.12") >= tx(&before, "10.99.0.12") + 15.0,
+        "{after}"
+    );
+    assert_eq!(rx(&after, "10.99.0.11"), rx(&before, "10.99.0.11"));
+    let redirect = |t: &str| sample(t, "ioth_xdp_packets_total", "verdict=\"redirect\"").unwrap();
+    assert!(redirect(&after) >= redirect(&before) + 15.0);
+
+    // A real Prometheus server scrapes it.
+    let dir = std::env::temp_dir().join(format!("ioth-prom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ioth\n    static_configs:\n      - targets: ['127.0.0.1:19464']\n",
+    )
+    .unwrap();
+    let prom = pair
+        .host
+        .command("prometheus")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .args(["--web.listen-address=127.0.0.1:19090", "--log.level=error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus");
+    let _prom = Kill(prom);
+    let query = "http://127.0.0.1:19090/api/v1/query?query=ioth_endpoint_rx_packets_total";
+    let value = |body: &str| -> Option<f64> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        v["data"]["result"]
+            .as_array()?
+            .iter()
+            .find(|r| r["metric"]["endpoint"] == "10.99.0.12")?["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some(v) = value(&try_get(&pair.host, query)) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never returned the series"
+        );
+        thread::sleep(Duration::from_millis(300));
+    };
+    for _ in 0..5 {
+        get(&pair.peer, "http://10.99.0.12/");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = value(&try_get(&pair.host, query)).unwrap_or(first);
+        if v > first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scraped value did not rise from {first}"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    drop(_prom);
+    let _ = std::fs::remove_dir_all(&dir);
+}
