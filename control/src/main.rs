@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 mod demo;
+mod inspect;
 mod metrics;
 mod serve;
 
@@ -22,6 +23,10 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Serve echo, HTTP or discard from N threads, each its own network node.
     Serve(serve::ServeArgs),
+    /// Interfaces with an ioth classifier: program, mode, queues, endpoints, verdicts.
+    Status(inspect::StatusArgs),
+    /// Every endpoint: MAC, IPs, owner (pid, thread), receive counters.
+    Endpoints(inspect::EndpointsArgs),
 }
 
 fn main() {
@@ -30,6 +35,8 @@ fn main() {
     let r: Result<()> = match cli.command {
         Cmd::Demo(a) => demo::run(&a),
         Cmd::Serve(a) => serve::run(&a),
+        Cmd::Status(a) => inspect::status(&a),
+        Cmd::Endpoints(a) => inspect::endpoints(&a),
     };
     if let Err(e) = r {
         eprintln!("ioth: error: {e:#}");

@@ -648,3 +648,75 @@ fn bad_input_is_refused_with_a_clear_error_and_nothing_left_behind() {
     // Nothing was left attached by the failed starts.
     assert!(!xdp_attached(&pair.host, &pair.host_if));
 }
+
+fn ioth_json(ns: &NetNs, args: &[&str]) -> serde_json::Value {
+    let out = ns
+        .command(env!("CARGO_BIN_EXE_ioth"))
+        .args(args)
+        .output()
+        .expect("run ioth");
+    assert!(
+        out.status.success(),
+        "ioth {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn status_and_endpoints_read_a_running_server_from_another_process() {
+    let pair = VethPair::new("inspect", 2).expect("veth pair");
+    let server = Server::start(&pair, 2, "http", &[]);
+    for _ in 0..3 {
+        let (ok, _) = peer_ok(
+            &pair.peer,
+            "curl",
+            &["-sS", "-m", "5", &format!("http://{}/", v4(1))],
+        );
+        assert!(ok);
+    }
+    let status = ioth_json(&pair.host, &["status", "--json"]);
+    let s = &status.as_array().expect("list")[0];
+    assert_eq!(s["iface"], pair.host_if.as_str());
+    assert_eq!(s["mode"], "driver");
+    assert_eq!(s["queues"], 2);
+    assert_eq!(s["endpoints"], 2);
+    assert!(s["program_id"].as_u64().unwrap() > 0);
+    assert!(s["xdp_packets"]["redirect"].as_u64().unwrap() > 0);
+    let eps = ioth_json(
+        &pair.host,
+        &["endpoints", "--iface", &pair.host_if, "--json"],
+    );
+    let eps = eps.as_array().expect("list");
+    assert_eq!(eps.len(), 2);
+    for i in 0..2u8 {
+        let e = eps
+            .iter()
+            .find(|e| e["ipv4"][0] == v4(i).to_string())
+            .unwrap_or_else(|| panic!("no endpoint for {}", v4(i)));
+        assert_eq!(e["ipv6"][0], v6(i).to_string());
+        assert_eq!(e["pid"].as_u64().unwrap(), u64::from(server.child.id()));
+        assert!(e["tid"].as_u64().unwrap() > 0 && e["tid"] != e["pid"]);
+        assert_eq!(e["owner_alive"], true);
+        let rx = e["rx_packets"].as_u64().unwrap();
+        if i == 1 {
+            assert!(rx >= 9, "three HTTP exchanges: {rx}");
+        }
+    }
+    let (st, _) = server.stop();
+    assert!(st.success());
+    // Nothing attached any more: an empty list, and a clear error for the interface.
+    assert_eq!(
+        ioth_json(&pair.host, &["status", "--json"]),
+        serde_json::json!([])
+    );
+    let out = pair
+        .host
+        .command(env!("CARGO_BIN_EXE_ioth"))
+        .args(["endpoints", "--iface", &pair.host_if])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no ioth classifier attached"));
+}

@@ -20,9 +20,9 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use ioth_common::{
-    Config, Counter, EndpointSlot, EndpointStats, FIRST_ENDPOINT_SLOT, Ipv4Key, Ipv6Key,
-    MAX_QUEUES, MacKey, NO_SLOT, PROGRAM_NAME, SLOTS_PER_QUEUE, TRACE_GLOBAL, Trace, map_names,
-    xsk_index,
+    Config, Counter, EndpointOwner, EndpointSlot, EndpointStats, FIRST_ENDPOINT_SLOT, Ipv4Key,
+    Ipv6Key, MAX_QUEUES, MacKey, NO_SLOT, PROGRAM_NAME, SLOTS_PER_QUEUE, TRACE_GLOBAL, Trace,
+    map_names, xsk_index,
 };
 
 /// The compiled classifier, built by build.rs through aya-build.
@@ -204,6 +204,7 @@ pub struct Classifier {
     counters: PerCpuArray<MapData, u64>,
     ep_stats: PerCpuArray<MapData, EndpointStats>,
     config: Array<MapData, Config>,
+    owners: HashMap<MapData, u32, EndpointOwner>,
     trace: Option<Array<MapData, Trace>>,
     attachment: Option<(String, AttachMode, XdpLinkId)>,
     endpoints: BTreeMap<u32, EndpointAddrs>,
@@ -271,6 +272,7 @@ impl Classifier {
             xsks: take(&mut ebpf, map_names::XSKS)?,
             counters: take(&mut ebpf, map_names::COUNTERS)?,
             ep_stats: take(&mut ebpf, map_names::EP_STATS)?,
+            owners: take(&mut ebpf, map_names::OWNERS)?,
             config,
             trace,
             ebpf,
@@ -390,6 +392,14 @@ impl Classifier {
         match self.insert_addrs(slot, addrs) {
             Ok(()) => {
                 self.reset_stats(slot)?;
+                // Who registered it: this process and the calling thread (a stack's thread).
+                let owner = EndpointOwner {
+                    pid: std::process::id(),
+                    tid: nix::unistd::gettid().as_raw() as u32,
+                };
+                self.owners
+                    .insert(slot, owner, 0)
+                    .map_err(map_err(map_names::OWNERS, "insert"))?;
                 Ok(EndpointId(slot))
             }
             Err(e) => {
@@ -496,6 +506,8 @@ impl Classifier {
             // Unset of an empty XskMap slot is ENOENT-free (array semantics): ignore errors.
             let _ = self.xsks.unset(xsk_index(q, id.0));
         }
+        // Absent if registration failed half-way: ignore.
+        let _ = self.owners.remove(&id.0);
         first_err.map_or(Ok(()), Err)
     }
 

@@ -66,6 +66,7 @@ pub mod checksum;
 pub mod classifier;
 pub mod dataplane;
 pub mod device;
+pub mod inspect;
 pub mod netns;
 pub mod sim;
 pub mod stack;

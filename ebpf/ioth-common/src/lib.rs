@@ -54,6 +54,9 @@ pub mod map_names {
     pub const CONFIG: &str = "IOTH_CONFIG";
     /// `Array<Trace>` with one entry; written only when the program is loaded with tracing on.
     pub const TRACE: &str = "IOTH_TRACE";
+    /// `HashMap<u32, EndpointOwner>`: who owns each slot (user space only; the program never
+    /// reads it). Lets `ioth endpoints` name owners and find dead ones.
+    pub const OWNERS: &str = "IOTH_OWNERS";
 }
 
 /// Name of the XDP program in the object file.
@@ -109,6 +112,16 @@ pub struct Ipv6Key {
 pub struct EndpointSlot {
     /// In `FIRST_ENDPOINT_SLOT..SLOTS_PER_QUEUE`.
     pub slot: u32,
+}
+
+/// Value of [`map_names::OWNERS`]: the process and thread that registered a slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EndpointOwner {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id (0 if not known).
+    pub tid: u32,
 }
 
 /// Per-endpoint receive counters kept by the classifier (per CPU; user space sums them).
@@ -249,6 +262,7 @@ const _: () = assert!(core::mem::size_of::<EndpointSlot>() == 4);
 const _: () = assert!(core::mem::size_of::<EndpointStats>() == 24);
 const _: () = assert!(core::mem::size_of::<Config>() == 4);
 const _: () = assert!(core::mem::size_of::<Trace>() == 16);
+const _: () = assert!(core::mem::size_of::<EndpointOwner>() == 8);
 const _: () = assert!(XSK_MAP_ENTRIES == MAX_QUEUES * SLOTS_PER_QUEUE);
 
 #[cfg(feature = "user")]
@@ -271,6 +285,7 @@ mod pod {
         EndpointSlot,
         EndpointStats,
         Config,
-        Trace
+        Trace,
+        EndpointOwner
     );
 }

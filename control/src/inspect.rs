@@ -1,0 +1,141 @@
+//! `ioth status` and `ioth endpoints`: read the classifier attached to an interface from any
+//! process — while `ioth serve` runs, or not at all (then there is nothing attached).
+
+use anyhow::{Context as _, Result, bail};
+use ioth_dataplane::inspect::{ClassifierView, attached_interfaces};
+
+/// Options of `ioth status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Only this interface (default: every interface with an ioth classifier).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `ioth endpoints`.
+#[derive(Debug, clap::Args)]
+pub struct EndpointsArgs {
+    /// Only this interface (default: every interface with an ioth classifier).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn interfaces(iface: &Option<String>) -> Result<Vec<String>> {
+    Ok(match iface {
+        Some(i) => vec![i.clone()],
+        None => attached_interfaces()?,
+    })
+}
+
+fn n(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+pub fn status(args: &StatusArgs) -> Result<()> {
+    let mut rows = Vec::new();
+    for iface in interfaces(&args.iface)? {
+        let v = ClassifierView::open(&iface).with_context(|| format!("inspecting {iface}"))?;
+        let counters = v.counters()?;
+        let endpoints = v.endpoints()?.len();
+        rows.push(serde_json::json!({
+            "iface": iface,
+            "program_id": v.attachment().program_id,
+            "mode": v.attachment().mode,
+            "queues": v.attachment().queues,
+            "endpoints": endpoints,
+            "xdp_packets": {
+                "redirect": counters.redirect,
+                "pass": counters.pass,
+                "drop": counters.drop,
+                "aborted": counters.aborted,
+            },
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no interface has an ioth classifier attached");
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:>8} {:<7} {:>6} {:>9} {:>12} {:>12} {:>8} {:>8}",
+        "IFACE", "PROG", "MODE", "QUEUES", "ENDPOINTS", "REDIRECT", "PASS", "DROP", "ABORTED"
+    );
+    for r in rows {
+        println!(
+            "{:<16} {:>8} {:<7} {:>6} {:>9} {:>12} {:>12} {:>8} {:>8}",
+            r["iface"].as_str().unwrap_or(""),
+            n(&r["program_id"]),
+            r["mode"].as_str().unwrap_or(""),
+            n(&r["queues"]),
+            n(&r["endpoints"]),
+            n(&r["xdp_packets"]["redirect"]),
+            n(&r["xdp_packets"]["pass"]),
+            n(&r["xdp_packets"]["drop"]),
+            n(&r["xdp_packets"]["aborted"]),
+        );
+    }
+    Ok(())
+}
+
+pub fn endpoints(args: &EndpointsArgs) -> Result<()> {
+    let ifaces = interfaces(&args.iface)?;
+    if args.iface.is_some() && ifaces.is_empty() {
+        bail!("nothing attached");
+    }
+    let mut all = Vec::new();
+    for iface in ifaces {
+        let v = ClassifierView::open(&iface).with_context(|| format!("inspecting {iface}"))?;
+        for e in v.endpoints()? {
+            all.push((iface.clone(), e));
+        }
+    }
+    if args.json {
+        let list: Vec<_> = all
+            .iter()
+            .map(|(iface, e)| {
+                let mut j = serde_json::to_value(e).unwrap_or_default();
+                j["iface"] = serde_json::Value::String(iface.clone());
+                j
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:>4} {:<17} {:<16} {:<24} {:>8} {:>8} {:>10} {:>12} {:>8}",
+        "IFACE", "SLOT", "MAC", "IPV4", "IPV6", "PID", "TID", "RX PKTS", "RX BYTES", "RX DROP"
+    );
+    for (iface, e) in all {
+        let join = |v: Vec<String>| {
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                v.join(",")
+            }
+        };
+        println!(
+            "{:<12} {:>4} {:<17} {:<16} {:<24} {:>8} {:>8} {:>10} {:>12} {:>8}{}",
+            iface,
+            e.slot,
+            e.mac.clone().unwrap_or_else(|| "-".into()),
+            join(e.ipv4.iter().map(|a| a.to_string()).collect()),
+            join(e.ipv6.iter().map(|a| a.to_string()).collect()),
+            e.pid,
+            e.tid,
+            e.rx_packets,
+            e.rx_bytes,
+            e.rx_dropped,
+            if e.owner_alive { "" } else { "  (owner gone)" }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! Read-only access to the classifier attached to an interface, from any process: what
+//! `ioth status` and `ioth endpoints` show while `ioth serve` runs.
+//!
+//! The program is found through the interface (`ip -d link show` names the attached XDP
+//! program's id); its maps through the program (map ids) and their names. Nothing here
+//! writes to a map.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    process::Command,
+};
+
+use aya::{
+    maps::{HashMap, Map, MapData, PerCpuArray},
+    programs::loaded_programs,
+};
+use ioth_common::{
+    Counter, EndpointOwner, EndpointSlot, EndpointStats, Ipv4Key, Ipv6Key, MacKey, PROGRAM_NAME,
+    map_names,
+};
+
+use crate::classifier::VerdictCounters;
+
+/// Errors of inspection.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// No such interface (in this network namespace).
+    #[error("no network interface named {0:?}")]
+    UnknownInterface(String),
+    /// The interface has no ioth classifier attached.
+    #[error("{0} has no ioth classifier attached")]
+    NotAttached(String),
+    /// A kernel object could not be read.
+    #[error("reading {what}: {why}")]
+    Read {
+        /// What.
+        what: String,
+        /// Why.
+        why: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, InspectError>;
+
+/// How the program is attached.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Attachment {
+    /// Interface.
+    pub iface: String,
+    /// Kernel program id.
+    pub program_id: u32,
+    /// `driver` or `skb`.
+    pub mode: String,
+    /// Rx queues of the interface.
+    pub queues: u32,
+}
+
+/// One endpoint as the classifier's maps describe it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointView {
+    /// Slot.
+    pub slot: u32,
+    /// Its MAC, if it owns one.
+    pub mac: Option<String>,
+    /// IPv4 addresses.
+    pub ipv4: Vec<Ipv4Addr>,
+    /// IPv6 addresses.
+    pub ipv6: Vec<Ipv6Addr>,
+    /// Owning process id (0 if unknown).
+    pub pid: u32,
+    /// Owning thread id (0 if unknown).
+    pub tid: u32,
+    /// Whether the owning process still exists.
+    pub owner_alive: bool,
+    /// Frames redirected to it.
+    pub rx_packets: u64,
+    /// Bytes redirected to it.
+    pub rx_bytes: u64,
+    /// Frames it owns that found no socket.
+    pub rx_dropped: u64,
+}
+
+/// The maps of an attached classifier, opened read-only by id.
+pub struct ClassifierView {
+    attachment: Attachment,
+    /// Map name → kernel map id.
+    maps: BTreeMap<String, u32>,
+}
+
+impl std::fmt::Debug for ClassifierView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClassifierView")
+            .field("attachment", &self.attachment)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_err(what: &str, why: impl std::fmt::Display) -> InspectError {
+    InspectError::Read {
+        what: what.to_owned(),
+        why: why.to_string(),
+    }
+}
+
+/// The interfaces in this namespace with an ioth classifier attached.
+pub fn attached_interfaces() -> Result<Vec<String>> {
+    let out = Command::new("ip")
+        .args(["-d", "-o", "link", "show"])
+        .output()
+        .map_err(|e| read_err("interfaces", e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let Some(name) = line.split(':').nth(1).map(|n| n.trim()) else {
+            continue;
+        };
+        let name = name.split('@').next().unwrap_or(name);
+        if line.contains("prog/xdp") && ClassifierView::open(name).is_ok() {
+            found.push(name.to_owned());
+        }
+    }
+    Ok(found)
+}
+
+impl ClassifierView {
+    /// Opens the classifier attached to `iface`.
+    pub fn open(iface: &str) -> Result<Self> {
+        let out = Command::new("ip")
+            .args(["-d", "link", "show", "dev", iface])
+            .output()
+            .map_err(|e| read_err("interface", e))?;
+        if !out.status.success() {
+            return Err(InspectError::UnknownInterface(iface.to_owned()));
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let program_id: u32 = text
+            .split("prog/xdp id ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| InspectError::NotAttached(iface.to_owned()))?;
+        let mode = if text.contains("xdpgeneric") {
+            "skb"
+        } else {
+            "driver"
+        };
+        let info = loaded_programs()
+            .filter_map(|p| p.ok())
+            .find(|p| p.id() == program_id)
+            .ok_or_else(|| InspectError::NotAttached(iface.to_owned()))?;
+        // Kernel object names are truncated to 15 bytes.
+        if !PROGRAM_NAME.starts_with(info.name_as_str().unwrap_or("-")) {
+            return Err(InspectError::NotAttached(iface.to_owned()));
+        }
+        let ids = info
+            .map_ids()
+            .map_err(|e| read_err("program maps", e))?
+            .unwrap_or_default();
+        let mut maps = BTreeMap::new();
+        for id in ids {
+            let info = aya::maps::MapInfo::from_id(id).map_err(|e| read_err("map info", e))?;
+            maps.insert(info.name_as_str().unwrap_or("").to_owned(), id);
+        }
+        Ok(Self {
+            attachment: Attachment {
+                iface: iface.to_owned(),
+                program_id,
+                mode: mode.to_owned(),
+                queues: crate::dataplane::rx_queues(iface).unwrap_or(1),
+            },
+            maps,
+        })
+    }
+
+    /// How the program is attached.
+    pub fn attachment(&self) -> &Attachment {
+        &self.attachment
+    }
+
+    fn map(&self, name: &str) -> Result<Map> {
+        // Kernel map names are truncated to 15 bytes.
+        let key = &name[..name.len().min(15)];
+        let id = self
+            .maps
+            .get(key)
+            .ok_or_else(|| read_err(name, "the program has no such map"))?;
+        let data = MapData::from_id(*id).map_err(|e| read_err(name, e))?;
+        Ok(match name {
+            map_names::COUNTERS | map_names::EP_STATS => Map::PerCpuArray(data),
+            _ => Map::HashMap(data),
+        })
+    }
+
+    /// Verdict counters, summed over CPUs.
+    pub fn counters(&self) -> Result<VerdictCounters> {
+        let m: PerCpuArray<MapData, u64> = self
+            .map(map_names::COUNTERS)?
+            .try_into()
+            .map_err(|e| read_err("counters", e))?;
+        let get = |c: Counter| -> Result<u64> {
+            Ok(m.get(&(c as u32), 0)
+                .map_err(|e| read_err("counters", e))?
+                .iter()
+                .sum())
+        };
+        Ok(VerdictCounters {
+            redirect: get(Counter::Redirect)?,
+            pass: get(Counter::Pass)?,
+            drop: get(Counter::Drop)?,
+            aborted: get(Counter::Aborted)?,
+        })
+    }
+
+    /// Every endpoint with its addresses, owner and receive counters, by slot.
+    pub fn endpoints(&self) -> Result<Vec<EndpointView>> {
+        let mut eps: BTreeMap<u32, EndpointView> = BTreeMap::new();
+        let by_mac: HashMap<MapData, MacKey, EndpointSlot> = self
+            .map(map_names::BY_MAC)?
+            .try_into()
+            .map_err(|e| read_err("by-mac", e))?;
+        for kv in by_mac.iter() {
+            let (k, v) = kv.map_err(|e| read_err("by-mac", e))?;
+            let e = eps.entry(v.slot).or_insert_with(|| blank(v.slot));
+            e.mac = Some(crate::classifier::format_mac(k.addr));
+        }
+        let by_v4: HashMap<MapData, Ipv4Key, EndpointSlot> = self
+            .map(map_names::BY_IPV4)?
+            .try_into()
+            .map_err(|e| read_err("by-ipv4", e))?;
+        for kv in by_v4.iter() {
+            let (k, v) = kv.map_err(|e| read_err("by-ipv4", e))?;
+            eps.entry(v.slot)
+                .or_insert_with(|| blank(v.slot))
+                .ipv4
+                .push(Ipv4Addr::from(k.addr));
+        }
+        let by_v6: HashMap<MapData, Ipv6Key, EndpointSlot> = self
+            .map(map_names::BY_IPV6)?
+            .try_into()
+            .map_err(|e| read_err("by-ipv6", e))?;
+        for kv in by_v6.iter() {
+            let (k, v) = kv.map_err(|e| read_err("by-ipv6", e))?;
+            eps.entry(v.slot)
+                .or_insert_with(|| blank(v.slot))
+                .ipv6
+                .push(Ipv6Addr::from(k.addr));
+        }
+        if let Ok(m) = self.map(map_names::OWNERS) {
+            let owners: HashMap<MapData, u32, EndpointOwner> =
+                m.try_into().map_err(|e| read_err("owners", e))?;
+            for kv in owners.iter() {
+                let (slot, o) = kv.map_err(|e| read_err("owners", e))?;
+                if let Some(e) = eps.get_mut(&slot) {
+                    e.pid = o.pid;
+                    e.tid = o.tid;
+                }
+            }
+        }
+        let stats: PerCpuArray<MapData, EndpointStats> = self
+            .map(map_names::EP_STATS)?
+            .try_into()
+            .map_err(|e| read_err("endpoint stats", e))?;
+        for e in eps.values_mut() {
+            e.ipv4.sort();
+            e.ipv6.sort();
+            e.owner_alive =
+                e.pid != 0 && std::path::Path::new(&format!("/proc/{}", e.pid)).exists();
+            if let Ok(v) = stats.get(&e.slot, 0) {
+                for s in v.iter() {
+                    e.rx_packets += s.rx_packets;
+                    e.rx_bytes += s.rx_bytes;
+                    e.rx_dropped += s.rx_dropped;
+                }
+            }
+        }
+        Ok(eps.into_values().collect())
+    }
+}
+
+fn blank(slot: u32) -> EndpointView {
+    EndpointView {
+        slot,
+        mac: None,
+        ipv4: Vec::new(),
+        ipv6: Vec::new(),
+        pid: 0,
+        tid: 0,
+        owner_alive: false,
+        rx_packets: 0,
+        rx_bytes: 0,
+        rx_dropped: 0,
+    }
+}
