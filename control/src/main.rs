@@ -1,6 +1,7 @@
 //! `ioth`: the control-plane command-line tool.
 #![deny(unsafe_code)]
 
+mod caps;
 mod demo;
 mod inspect;
 mod metrics;
@@ -10,7 +11,14 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "ioth", version, about = "Internet of Threads data plane")]
+#[command(
+    name = "ioth",
+    version,
+    about = "Internet of Threads data plane",
+    after_help = "Exit status: 0 on success; 1 on any error (the message names the cause: bad \
+                  input, a missing capability, an interface without a classifier, ...); 2 on \
+                  invalid command-line usage."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -27,16 +35,45 @@ enum Cmd {
     Status(inspect::StatusArgs),
     /// Every endpoint: MAC, IPs, owner (pid, thread), receive counters.
     Endpoints(inspect::EndpointsArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Manpage,
 }
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    use caps::{BPF, NET_ADMIN, NET_RAW, SYS_ADMIN};
     let r: Result<()> = match cli.command {
-        Cmd::Demo(a) => demo::run(&a),
-        Cmd::Serve(a) => serve::run(&a),
-        Cmd::Status(a) => inspect::status(&a),
-        Cmd::Endpoints(a) => inspect::endpoints(&a),
+        Cmd::Demo(a) => {
+            caps::require("demo", &[BPF, NET_ADMIN, NET_RAW]).and_then(|_| demo::run(&a))
+        }
+        Cmd::Serve(a) => {
+            caps::require("serve", &[BPF, NET_ADMIN, NET_RAW]).and_then(|_| serve::run(&a))
+        }
+        Cmd::Status(a) => {
+            caps::require("status", &[BPF, SYS_ADMIN]).and_then(|_| inspect::status(&a))
+        }
+        Cmd::Endpoints(a) => {
+            caps::require("endpoints", &[BPF, SYS_ADMIN]).and_then(|_| inspect::endpoints(&a))
+        }
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "ioth", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Manpage => {
+            use clap::CommandFactory as _;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(Into::into)
+        }
     };
     if let Err(e) = r {
         eprintln!("ioth: error: {e:#}");

@@ -645,6 +645,18 @@ fn bad_input_is_refused_with_a_clear_error_and_nothing_left_behind() {
         "10",
     ]);
     assert!(!st.success() && err.contains("past .254"), "{err}");
+    // A missing capability is named.
+    let out = pair
+        .host
+        .command("setpriv")
+        .args(["--inh-caps=-net_raw", "--bounding-set=-net_raw"])
+        .arg(env!("CARGO_BIN_EXE_ioth"))
+        .args(["serve", "--iface", iface, "--ipv4", "10.99.0.11/24"])
+        .output()
+        .expect("setpriv");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs CAP_NET_RAW"), "{err}");
     // Nothing was left attached by the failed starts.
     assert!(!xdp_attached(&pair.host, &pair.host_if));
 }

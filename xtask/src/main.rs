@@ -30,6 +30,32 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Run the benchmarks (release build); --quick for a smoke run.
     Bench(bench::BenchArgs),
+    /// Write the man page and shell completions of `ioth` into target/dist/.
+    Dist,
+}
+
+/// Builds `ioth` and has it print its man page and completions into target/dist/.
+fn dist() -> Result<()> {
+    setup::run()?;
+    cmd::run(cmd::command("cargo").args(["build", "--release", "--locked", "-p", "ioth-control"]))?;
+    let ioth = cmd::root().join("target/release/ioth");
+    let dist = cmd::root().join("target/dist");
+    std::fs::create_dir_all(dist.join("completions"))?;
+    let man = cmd::output(cmd::command(&ioth).arg("manpage"))?;
+    std::fs::write(dist.join("ioth.1"), man.stdout)?;
+    for shell in ["bash", "zsh", "fish"] {
+        let out = cmd::output(cmd::command(&ioth).args(["completions", shell]))?;
+        std::fs::write(
+            dist.join("completions").join(format!("ioth.{shell}")),
+            out.stdout,
+        )?;
+    }
+    eprintln!(
+        "dist: {} (man page) and {}",
+        dist.join("ioth.1").display(),
+        dist.join("completions").display()
+    );
+    Ok(())
 }
 
 fn main() {
@@ -39,6 +65,7 @@ fn main() {
         Cmd::Test(a) => test::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Dist => dist(),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");
