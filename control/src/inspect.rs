@@ -48,6 +48,7 @@ pub fn status(args: &StatusArgs) -> Result<()> {
             "program_id": v.attachment().program_id,
             "mode": v.attachment().mode,
             "queues": v.attachment().queues,
+            "pinned": ioth_dataplane::pin::is_pinned(&iface),
             "endpoints": endpoints,
             "xdp_packets": {
                 "redirect": counters.redirect,
@@ -66,15 +67,25 @@ pub fn status(args: &StatusArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:>8} {:<7} {:>6} {:>9} {:>12} {:>12} {:>8} {:>8}",
-        "IFACE", "PROG", "MODE", "QUEUES", "ENDPOINTS", "REDIRECT", "PASS", "DROP", "ABORTED"
+        "{:<16} {:>8} {:<7} {:<6} {:>6} {:>9} {:>12} {:>12} {:>8} {:>8}",
+        "IFACE",
+        "PROG",
+        "MODE",
+        "PINNED",
+        "QUEUES",
+        "ENDPOINTS",
+        "REDIRECT",
+        "PASS",
+        "DROP",
+        "ABORTED"
     );
     for r in rows {
         println!(
-            "{:<16} {:>8} {:<7} {:>6} {:>9} {:>12} {:>12} {:>8} {:>8}",
+            "{:<16} {:>8} {:<7} {:<6} {:>6} {:>9} {:>12} {:>12} {:>8} {:>8}",
             r["iface"].as_str().unwrap_or(""),
             n(&r["program_id"]),
             r["mode"].as_str().unwrap_or(""),
+            if r["pinned"] == true { "yes" } else { "no" },
             n(&r["queues"]),
             n(&r["endpoints"]),
             n(&r["xdp_packets"]["redirect"]),
@@ -137,5 +148,54 @@ pub fn endpoints(args: &EndpointsArgs) -> Result<()> {
             if e.owner_alive { "" } else { "  (owner gone)" }
         );
     }
+    Ok(())
+}
+
+/// Options of `ioth attach`.
+#[derive(Debug, clap::Args)]
+pub struct AttachArgs {
+    /// Interface.
+    #[arg(long)]
+    pub iface: String,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = crate::serve::Mode::Auto)]
+    pub mode: crate::serve::Mode,
+}
+
+/// Options of `ioth detach` and `ioth reap`.
+#[derive(Debug, clap::Args)]
+pub struct IfaceArgs {
+    /// Interface.
+    #[arg(long)]
+    pub iface: String,
+}
+
+pub fn attach(args: &AttachArgs) -> Result<()> {
+    if nix::net::if_::if_nametoindex(args.iface.as_str()).is_err() {
+        bail!("no network interface named {:?}", args.iface);
+    }
+    let mode = ioth_dataplane::pin::attach(&args.iface, args.mode.into())?;
+    println!(
+        "attached to {} in {mode} mode, pinned at {}",
+        args.iface,
+        ioth_dataplane::pin::dir(&args.iface).display()
+    );
+    Ok(())
+}
+
+pub fn detach(args: &IfaceArgs) -> Result<()> {
+    ioth_dataplane::pin::detach(&args.iface)?;
+    println!("detached from {}", args.iface);
+    Ok(())
+}
+
+pub fn reap(args: &IfaceArgs) -> Result<()> {
+    let mut c = ioth_dataplane::pin::open(&args.iface)?;
+    let slots = c.reap_dead_owners()?;
+    println!(
+        "reaped {} endpoint(s) of dead owners on {}",
+        slots.len(),
+        args.iface
+    );
     Ok(())
 }

@@ -35,6 +35,12 @@ enum Cmd {
     Status(inspect::StatusArgs),
     /// Every endpoint: MAC, IPs, owner (pid, thread), receive counters.
     Endpoints(inspect::EndpointsArgs),
+    /// Attach the classifier persistently (pinned under /sys/fs/bpf/ioth/IF/).
+    Attach(inspect::AttachArgs),
+    /// Remove a persistent attachment.
+    Detach(inspect::IfaceArgs),
+    /// Remove the endpoints of dead owners from a persistent attachment.
+    Reap(inspect::IfaceArgs),
     /// Print a shell completion script (bash, zsh, fish, ...).
     #[command(hide = true)]
     Completions {
@@ -63,6 +69,13 @@ fn main() {
         Cmd::Endpoints(a) => {
             caps::require("endpoints", &[BPF, SYS_ADMIN]).and_then(|_| inspect::endpoints(&a))
         }
+        Cmd::Attach(a) => {
+            caps::require("attach", &[BPF, NET_ADMIN, SYS_ADMIN]).and_then(|_| inspect::attach(&a))
+        }
+        Cmd::Detach(a) => {
+            caps::require("detach", &[BPF, NET_ADMIN]).and_then(|_| inspect::detach(&a))
+        }
+        Cmd::Reap(a) => caps::require("reap", &[BPF, SYS_ADMIN]).and_then(|_| inspect::reap(&a)),
         Cmd::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(shell, &mut Cli::command(), "ioth", &mut std::io::stdout());

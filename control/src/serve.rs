@@ -60,6 +60,16 @@ pub enum Mode {
     Skb,
 }
 
+impl From<Mode> for ModeRequest {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Auto => ModeRequest::Auto,
+            Mode::Driver => ModeRequest::Driver,
+            Mode::Skb => ModeRequest::Skb,
+        }
+    }
+}
+
 /// Options of `ioth serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -342,10 +352,11 @@ fn worker(
         .store(u64::from(stack.endpoint().0), Ordering::Relaxed);
     let queues = dp.queues().len();
     let _ = ready.send(Ok(format!(
-        "ready thread={index} ipv4={ip} ipv6={} mac={} queues={queues} xdp={} xsk={}",
+        "ready thread={index} ipv4={ip} ipv6={} mac={} queues={queues} xdp={}{} xsk={}",
         ipv6.map_or("-".to_owned(), |a| a.to_string()),
         format_mac(mac),
         dp.attach_mode(),
+        if dp.pinned() { "(pinned)" } else { "" },
         dp.bind_mode().map_or("-".to_owned(), |m| m.to_string()),
     )));
     let body = format!("ioth thread {index} at {ip}\n");
@@ -519,11 +530,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .into_iter()
         .map(|a| (a, args.port.unwrap_or(a.default_port())))
         .collect();
-    let mode = match args.mode {
-        Mode::Auto => ModeRequest::Auto,
-        Mode::Driver => ModeRequest::Driver,
-        Mode::Skb => ModeRequest::Skb,
-    };
+    let mode = args.mode.into();
     let dp = Dataplane::attach(
         &args.iface,
         DataplaneOptions {
@@ -636,9 +643,15 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 .then(|| format!("queue {}: {f:?}", q.queue()))
         })
         .collect();
+    let pinned = dp.pinned();
     drop(dp);
     say!(
-        "stopped: classifier detached, UMEM freed, frames accounted: {}",
+        "stopped: classifier {}, UMEM freed, frames accounted: {}",
+        if pinned {
+            "left attached (pinned)"
+        } else {
+            "detached"
+        },
         if unaccounted.is_empty() {
             "yes".to_owned()
         } else {

@@ -37,6 +37,16 @@ struct Server {
 
 impl Server {
     fn start(pair: &VethPair, threads: u8, app: &str, extra: &[&str]) -> Server {
+        Self::start_env(pair, threads, app, extra, &[])
+    }
+
+    fn start_env(
+        pair: &VethPair,
+        threads: u8,
+        app: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = Command::new("ip")
             .args(["netns", "exec", pair.host.name()])
             .arg(env!("CARGO_BIN_EXE_ioth"))
@@ -55,6 +65,7 @@ impl Server {
             ])
             .args(["--app", app])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start ioth serve");
@@ -731,4 +742,161 @@ fn status_and_endpoints_read_a_running_server_from_another_process() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no ioth classifier attached"));
+}
+
+/// A bpffs mounted for one test (pins must outlive `ip netns exec`, which remounts /sys).
+struct Bpffs(std::path::PathBuf);
+
+impl Bpffs {
+    fn mount() -> Self {
+        let p = std::env::temp_dir().join(format!("ioth-bpffs-{}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount bpffs");
+        Bpffs(p)
+    }
+    fn env(&self) -> (&'static str, &str) {
+        ("IOTH_BPFFS", self.0.to_str().unwrap())
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn ioth_env(ns: &NetNs, env: (&str, &str), args: &[&str]) -> (bool, String, String) {
+    let out = ns
+        .command(env!("CARGO_BIN_EXE_ioth"))
+        .args(args)
+        .env(env.0, env.1)
+        .output()
+        .expect("run ioth");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn a_pinned_attachment_outlives_servers_and_dead_owners_are_reaped() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let fs = Bpffs::mount();
+    let env = fs.env();
+    let pair = VethPair::new("pinned", 1).expect("veth pair");
+    let iface = pair.host_if.clone();
+    let (ok, out, err) = ioth_env(&pair.host, env, &["attach", "--iface", &iface]);
+    assert!(ok, "attach: {err}");
+    assert!(out.contains("pinned at"), "{out}");
+    // Root-only pins.
+    let dir = std::fs::read_dir(fs.0.join("ioth"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let m = f.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o600);
+    }
+    // The attachment outlived `ioth attach`.
+    assert!(xdp_attached(&pair.host, &iface));
+    let (ok, _, err) = ioth_env(&pair.host, env, &["attach", "--iface", &iface]);
+    assert!(!ok && err.contains("already has a pinned"), "{err}");
+
+    // A server uses it and leaves it attached.
+    let server = Server::start_env(&pair, 2, "http", &[], &[env]);
+    assert!(
+        server
+            .ready
+            .iter()
+            .any(|l| l.contains("xdp=driver(pinned)")),
+        "{:?}",
+        server.ready
+    );
+    let (ok, body) = peer_ok(
+        &pair.peer,
+        "curl",
+        &["-sS", "-m", "5", &format!("http://{}/", v4(1))],
+    );
+    assert!(ok && body.contains("thread 1"));
+    let (st, rest) = server.stop();
+    assert!(st.success());
+    assert!(
+        rest.iter().any(|l| l.contains("left attached (pinned)")),
+        "{rest:?}"
+    );
+    assert!(xdp_attached(&pair.host, &iface));
+    let (_, eps, _) = ioth_env(&pair.host, env, &["endpoints", "--iface", &iface, "--json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&eps).unwrap(),
+        serde_json::json!([])
+    );
+
+    // A server killed with SIGKILL leaves its entries; they are reaped.
+    let mut server = Server::start_env(&pair, 2, "http", &[], &[env]);
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let (_, eps, _) = ioth_env(&pair.host, env, &["endpoints", "--iface", &iface, "--json"]);
+    let eps: serde_json::Value = serde_json::from_str(&eps).unwrap();
+    assert_eq!(eps.as_array().unwrap().len(), 2);
+    assert!(
+        eps.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["owner_alive"] == false),
+        "{eps}"
+    );
+    let (ok, out, err) = ioth_env(&pair.host, env, &["reap", "--iface", &iface]);
+    assert!(ok && out.contains("reaped 2"), "{out}{err}");
+    let (_, eps, _) = ioth_env(&pair.host, env, &["endpoints", "--iface", &iface, "--json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&eps).unwrap(),
+        serde_json::json!([])
+    );
+    // ...and a new server reaps them by itself before claiming the same addresses.
+    let mut server = Server::start_env(&pair, 1, "http", &[], &[env]);
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let server = Server::start_env(&pair, 1, "http", &[], &[env]);
+    let (ok, _) = peer_ok(
+        &pair.peer,
+        "curl",
+        &["-sS", "-m", "5", &format!("http://{}/", v4(0))],
+    );
+    assert!(ok, "the restarted server does not answer");
+    drop(server);
+
+    // Detach removes everything; a second detach is a clear error.
+    let (ok, _, err) = ioth_env(&pair.host, env, &["detach", "--iface", &iface]);
+    assert!(ok, "{err}");
+    assert!(!xdp_attached(&pair.host, &iface));
+    assert!(!dir.exists());
+    let (ok, _, err) = ioth_env(&pair.host, env, &["detach", "--iface", &iface]);
+    assert!(!ok && err.contains("no pinned ioth attachment"), "{err}");
+
+    // A stale pin (its link removed behind ioth's back) is reported, not used.
+    let (ok, _, _) = ioth_env(&pair.host, env, &["attach", "--iface", &iface]);
+    assert!(ok);
+    std::fs::remove_file(dir.join("link")).unwrap();
+    let (ok, _, err) = ioth_env(
+        &pair.host,
+        env,
+        &["serve", "--iface", &iface, "--ipv4", "10.99.0.11/24"],
+    );
+    assert!(!ok && err.contains("stale pin"), "{err}");
+    let (ok, _, err) = ioth_env(&pair.host, env, &["detach", "--iface", &iface]);
+    assert!(ok, "{err}");
 }

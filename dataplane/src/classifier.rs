@@ -92,6 +92,14 @@ pub enum ClassifierError {
     /// BPF_PROG_TEST_RUN failed.
     #[error("BPF_PROG_TEST_RUN")]
     TestRun(#[source] ProgramError),
+    /// Pinning failed.
+    #[error("pinning at {path}: {why}")]
+    Pin {
+        /// The pin path.
+        path: String,
+        /// Why.
+        why: String,
+    },
 }
 
 type Result<T, E = ClassifierError> = std::result::Result<T, E>;
@@ -131,12 +139,15 @@ pub enum ModeRequest {
 }
 
 /// Options for [`Classifier::load`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// Record each decision in the trace map (for the differential test; costs a map write per frame).
     pub trace: bool,
     /// Enable aya-log output of the program (silent otherwise).
     pub log: bool,
+    /// Use (or create) the maps pinned in this directory, so that several processes share
+    /// one classifier (see [`crate::pin`]).
+    pub pin_dir: Option<std::path::PathBuf>,
 }
 
 /// The addresses an endpoint owns.
@@ -233,11 +244,24 @@ impl Classifier {
     pub fn load(opts: LoadOptions) -> Result<Self> {
         let trace_on: u32 = opts.trace.into();
         let log_level: u8 = if opts.log { 0xff } else { 0 };
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(TRACE_GLOBAL, &trace_on, true)
-            .override_global("AYA_LOG_LEVEL", &log_level, false)
-            .load(PROGRAM)
-            .map_err(ClassifierError::Load)?;
+            .override_global("AYA_LOG_LEVEL", &log_level, false);
+        let pinned = opts.pin_dir.is_some();
+        let pin_paths: Vec<(&'static str, std::path::PathBuf)> = opts
+            .pin_dir
+            .iter()
+            .flat_map(|dir| {
+                crate::pin::PINNED_MAPS
+                    .iter()
+                    .map(move |m| (*m, dir.join(m)))
+            })
+            .collect();
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(PROGRAM).map_err(ClassifierError::Load)?;
         let logger = if opts.log {
             match aya_log::EbpfLogger::init(&mut ebpf) {
                 Ok(logger) => Some(logger),
@@ -257,9 +281,12 @@ impl Classifier {
         program.load().map_err(ClassifierError::Program)?;
 
         let mut config: Array<MapData, Config> = take(&mut ebpf, map_names::CONFIG)?;
-        config
-            .set(0, Config { flags: 0 }, 0)
-            .map_err(map_err(map_names::CONFIG, "initialise"))?;
+        if !pinned {
+            // A shared (pinned) configuration belongs to whoever attached it.
+            config
+                .set(0, Config { flags: 0 }, 0)
+                .map_err(map_err(map_names::CONFIG, "initialise"))?;
+        }
         let trace = if opts.trace {
             Some(take(&mut ebpf, map_names::TRACE)?)
         } else {
@@ -336,6 +363,77 @@ impl Classifier {
         })
     }
 
+    /// Hands the attachment over to a pin at `path`: it outlives this classifier and the
+    /// process, until the pin is removed ([`crate::pin::detach`]).
+    pub fn pin_attachment(&mut self, path: &std::path::Path) -> Result<()> {
+        let Some((iface, mode, link)) = self.attachment.take() else {
+            return Err(ClassifierError::InvalidEndpoint("not attached"));
+        };
+        let link = self
+            .program_mut()?
+            .take_link(link)
+            .map_err(ClassifierError::Program)?;
+        let fd_link =
+            aya::programs::links::FdLink::try_from(link).map_err(|e| ClassifierError::Pin {
+                path: path.display().to_string(),
+                why: format!("{e} ({iface} was attached in {mode} mode without a bpf_link)"),
+            })?;
+        fd_link.pin(path).map_err(|e| ClassifierError::Pin {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
+        Ok(())
+    }
+
+    /// Removes every endpoint whose owning process no longer exists (a server that was
+    /// killed): its addresses, sockets and owner entry. Returns the slots reaped.
+    pub fn reap_dead_owners(&mut self) -> Result<Vec<u32>> {
+        let dead: Vec<u32> = self
+            .owners
+            .iter()
+            .filter_map(|kv| kv.ok())
+            .filter(|(_, o)| !crate::inspect::process_alive(o.pid))
+            .map(|(slot, _)| slot)
+            .collect();
+        for &slot in &dead {
+            let macs: Vec<MacKey> = self
+                .by_mac
+                .iter()
+                .filter_map(|kv| kv.ok())
+                .filter(|(_, v)| v.slot == slot)
+                .map(|(k, _)| k)
+                .collect();
+            for k in macs {
+                let _ = self.by_mac.remove(&k);
+            }
+            let v4: Vec<Ipv4Key> = self
+                .by_ipv4
+                .iter()
+                .filter_map(|kv| kv.ok())
+                .filter(|(_, v)| v.slot == slot)
+                .map(|(k, _)| k)
+                .collect();
+            for k in v4 {
+                let _ = self.by_ipv4.remove(&k);
+            }
+            let v6: Vec<Ipv6Key> = self
+                .by_ipv6
+                .iter()
+                .filter_map(|kv| kv.ok())
+                .filter(|(_, v)| v.slot == slot)
+                .map(|(k, _)| k)
+                .collect();
+            for k in v6 {
+                let _ = self.by_ipv6.remove(&k);
+            }
+            for q in 0..MAX_QUEUES {
+                let _ = self.xsks.unset(xsk_index(q, slot));
+            }
+            let _ = self.owners.remove(&slot);
+        }
+        Ok(dead)
+    }
+
     /// Detaches from the interface (no-op if not attached).
     pub fn detach(&mut self) -> Result<()> {
         if let Some((_, _, link)) = self.attachment.take() {
@@ -383,23 +481,35 @@ impl Classifier {
                 ));
             }
         }
-        let slot = (FIRST_ENDPOINT_SLOT..SLOTS_PER_QUEUE)
-            .find(|s| !self.endpoints.contains_key(s))
-            .ok_or(ClassifierError::NoFreeSlot(
-                SLOTS_PER_QUEUE - FIRST_ENDPOINT_SLOT,
-            ))?;
+        // The owners map allocates slots: claiming a slot is an insert-if-absent, atomic
+        // even when several processes share pinned maps. The owner is this process and the
+        // calling thread (a stack's thread).
+        let owner = EndpointOwner {
+            pid: std::process::id(),
+            tid: nix::unistd::gettid().as_raw() as u32,
+        };
+        let mut claimed = None;
+        for s in FIRST_ENDPOINT_SLOT..SLOTS_PER_QUEUE {
+            if self.endpoints.contains_key(&s) {
+                continue;
+            }
+            match self.owners.insert(s, owner, BPF_NOEXIST) {
+                Ok(()) => {
+                    claimed = Some(s);
+                    break;
+                }
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(map_err(map_names::OWNERS, "claim a slot")(e)),
+            }
+        }
+        let slot = claimed.ok_or(ClassifierError::NoFreeSlot(
+            SLOTS_PER_QUEUE - FIRST_ENDPOINT_SLOT,
+        ))?;
         self.endpoints.insert(slot, EndpointAddrs::default());
         match self.insert_addrs(slot, addrs) {
             Ok(()) => {
                 self.reset_stats(slot)?;
-                // Who registered it: this process and the calling thread (a stack's thread).
-                let owner = EndpointOwner {
-                    pid: std::process::id(),
-                    tid: nix::unistd::gettid().as_raw() as u32,
-                };
-                self.owners
-                    .insert(slot, owner, 0)
-                    .map_err(map_err(map_names::OWNERS, "insert"))?;
                 Ok(EndpointId(slot))
             }
             Err(e) => {

@@ -33,6 +33,9 @@ pub enum DataplaneError {
     /// The stack configuration is not usable.
     #[error(transparent)]
     Stack(#[from] StackError),
+    /// A pinned attachment could not be used.
+    #[error(transparent)]
+    Pin(#[from] crate::pin::PinError),
     /// The interface's queues could not be read.
     #[error("reading the rx queues of {iface}: {why}")]
     Queues {
@@ -44,7 +47,7 @@ pub enum DataplaneError {
 }
 
 /// Options of [`Dataplane::attach`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct DataplaneOptions {
     /// XDP attach mode.
     pub mode: ModeRequest,
@@ -60,6 +63,7 @@ pub struct Dataplane {
     classifier: Mutex<Classifier>,
     queues: Vec<Arc<QueueUmem>>,
     attach_mode: AttachMode,
+    pinned: bool,
 }
 
 impl fmt::Debug for Dataplane {
@@ -102,8 +106,32 @@ pub fn rx_queues(iface: &str) -> Result<u32, DataplaneError> {
 impl Dataplane {
     /// Loads the classifier, attaches it to `iface` and creates a UMEM per rx queue.
     pub fn attach(iface: &str, opts: DataplaneOptions) -> Result<Arc<Self>, DataplaneError> {
-        let mut classifier = Classifier::load(opts.load)?;
-        let attach_mode = classifier.attach(iface, opts.mode)?;
+        let (classifier, attach_mode) = if crate::pin::dir(iface).exists() {
+            // A persistent attachment (`ioth attach`): share its maps, leave it attached on
+            // exit, and clear out endpoints of servers that died without cleaning up.
+            let mut c = crate::pin::open(iface)?;
+            let reaped = c.reap_dead_owners()?;
+            if !reaped.is_empty() {
+                log::info!("{iface}: reaped endpoints of dead owners in slots {reaped:?}");
+            }
+            let view = crate::inspect::ClassifierView::open(iface).map_err(|e| {
+                DataplaneError::Queues {
+                    iface: iface.to_owned(),
+                    why: e.to_string(),
+                }
+            })?;
+            let mode = if view.attachment().mode == "skb" {
+                AttachMode::Skb
+            } else {
+                AttachMode::Driver
+            };
+            (c, mode)
+        } else {
+            let mut c = Classifier::load(opts.load)?;
+            let mode = c.attach(iface, opts.mode)?;
+            (c, mode)
+        };
+        let pinned = crate::pin::dir(iface).exists();
         let n = rx_queues(iface)?.clamp(1, ioth_common::MAX_QUEUES);
         let queues = (0..n)
             .map(|q| QueueUmem::new(iface, q, opts.xsk))
@@ -113,12 +141,18 @@ impl Dataplane {
             classifier: Mutex::new(classifier),
             queues,
             attach_mode,
+            pinned,
         }))
     }
 
     /// The interface.
     pub fn iface(&self) -> &str {
         &self.iface
+    }
+
+    /// Whether this data plane uses a pinned (persistent) attachment.
+    pub fn pinned(&self) -> bool {
+        self.pinned
     }
 
     /// The XDP attach mode obtained.

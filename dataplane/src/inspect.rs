@@ -278,6 +278,20 @@ impl ClassifierView {
     }
 }
 
+/// Whether process `pid` is alive: it exists and is neither a zombie nor dead (a killed
+/// process whose parent has not reaped it yet still has a /proc entry).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name.
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | Some("x") | None)
+}
+
 fn blank(slot: u32) -> EndpointView {
     EndpointView {
         slot,

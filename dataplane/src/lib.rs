@@ -68,6 +68,7 @@ pub mod dataplane;
 pub mod device;
 pub mod inspect;
 pub mod netns;
+pub mod pin;
 pub mod sim;
 pub mod stack;
 pub mod tap;

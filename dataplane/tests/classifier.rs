@@ -137,7 +137,7 @@ fn every_decision_table_row_through_the_loaded_program() {
         let tables = fixtures::standard(fanout);
         let mut c = Classifier::load(LoadOptions {
             trace: true,
-            log: false,
+            ..LoadOptions::default()
         })
         .expect("load classifier");
         let mut sockets = Vec::new();
@@ -343,7 +343,7 @@ fn a_million_random_and_mutated_frames_agree_with_the_reference() {
         let (tables, pools) = random_tables(&mut rng);
         let mut c = Classifier::load(LoadOptions {
             trace: true,
-            log: false,
+            ..LoadOptions::default()
         })
         .expect("load classifier");
         let mut sockets = Vec::new();
