@@ -21,7 +21,12 @@ use std::{
     time::Duration,
 };
 
-use smoltcp::{iface::SocketHandle, socket::tcp, time::Instant};
+use smoltcp::{
+    iface::SocketHandle,
+    socket::{tcp, udp},
+    time::Instant,
+    wire::IpEndpoint,
+};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf, unix::AsyncFd},
     sync::Notify,
@@ -111,9 +116,13 @@ where
     /// Closes the sockets of dropped streams and frees those that are fully closed.
     fn reap(&self, s: &mut Stack<S::L>) {
         self.graveyard.borrow_mut().retain(|h| {
-            let sock = s.sockets().get_mut::<tcp::Socket<'static>>(*h);
-            sock.close();
-            let done = matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait);
+            let done = match s.sockets().get_mut::<smoltcp::socket::Socket<'static>>(*h) {
+                smoltcp::socket::Socket::Tcp(sock) => {
+                    sock.close();
+                    matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait)
+                }
+                _ => true,
+            };
             if done {
                 s.sockets().remove(*h);
             }
@@ -166,6 +175,15 @@ where
                 _ = self.kick.notified() => {}
             }
         }
+    }
+
+    /// A UDP socket bound to `port`.
+    pub fn udp_bind(&self, port: u16) -> Result<AsyncUdpSocket<S>, StackError> {
+        let handle = self.with(|s| s.udp_bind(port, 64))?;
+        Ok(AsyncUdpSocket {
+            stack: self.clone(),
+            handle,
+        })
     }
 
     /// Listens on `port` with a backlog.
@@ -340,6 +358,71 @@ where
 impl<S> Drop for AsyncTcpStream<S> {
     fn drop(&mut self) {
         // The driver closes the socket and frees it once the close handshake is done.
+        self.stack.graveyard.borrow_mut().push(self.handle);
+        self.stack.kick.notify_one();
+    }
+}
+
+/// A UDP socket on an [`AsyncStack`].
+pub struct AsyncUdpSocket<S> {
+    stack: AsyncStack<S>,
+    handle: SocketHandle,
+}
+
+impl<S> std::fmt::Debug for AsyncUdpSocket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncUdpSocket")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: StackOwner + 'static> AsyncUdpSocket<S>
+where
+    S::L: PollFds,
+{
+    /// Receives a datagram: its length and sender.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, IpEndpoint)> {
+        std::future::poll_fn(|cx| {
+            self.stack.with(|s| {
+                let sock = s.sockets().get_mut::<udp::Socket<'static>>(self.handle);
+                match sock.recv_slice(buf) {
+                    Ok((n, meta)) => Poll::Ready(Ok((n, meta.endpoint))),
+                    Err(udp::RecvError::Exhausted) => {
+                        sock.register_recv_waker(cx.waker());
+                        Poll::Pending
+                    }
+                    Err(e) => Poll::Ready(Err(io::Error::other(e))),
+                }
+            })
+        })
+        .await
+    }
+
+    /// Sends a datagram to `to` (waits for buffer space).
+    pub async fn send_to(&self, data: &[u8], to: IpEndpoint) -> io::Result<()> {
+        let r = std::future::poll_fn(|cx| {
+            self.stack.with(|s| {
+                let sock = s.sockets().get_mut::<udp::Socket<'static>>(self.handle);
+                match sock.send_slice(data, to) {
+                    Ok(()) => Poll::Ready(Ok(())),
+                    Err(udp::SendError::BufferFull) => {
+                        sock.register_send_waker(cx.waker());
+                        Poll::Pending
+                    }
+                    Err(e) => Poll::Ready(Err(io::Error::other(e))),
+                }
+            })
+        })
+        .await;
+        self.stack.kick.notify_one();
+        r
+    }
+}
+
+impl<S> Drop for AsyncUdpSocket<S> {
+    fn drop(&mut self) {
+        // UDP sockets have no close handshake: the graveyard frees them at once.
         self.stack.graveyard.borrow_mut().push(self.handle);
         self.stack.kick.notify_one();
     }

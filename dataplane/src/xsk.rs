@@ -19,7 +19,7 @@
 use std::{
     fmt, io,
     num::NonZeroU32,
-    os::fd::{AsRawFd, BorrowedFd, RawFd},
+    os::fd::{AsRawFd, RawFd},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -657,25 +657,34 @@ impl Drop for RxPart {
     }
 }
 
+/// Most fds [`wait_readable`] waits on at once (one socket per rx queue of a stack).
+const MAX_WAIT_FDS: usize = ioth_common::MAX_QUEUES as usize;
+
 /// Waits until one of `fds` is readable or `timeout_ms` passes (0: just kick the kernel).
+/// Allocation-free: it runs once per loop iteration of every stack.
 pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> Result<bool> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let borrowed: Vec<BorrowedFd<'_>> = fds
-        .iter()
-        // SAFETY: the fds belong to sockets that outlive this call (the caller holds them).
-        .map(|fd| unsafe { BorrowedFd::borrow_raw(*fd) })
-        .collect();
-    let mut pfds: Vec<PollFd<'_>> = borrowed
-        .iter()
-        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
-        .collect();
-    let timeout = PollTimeout::try_from(timeout_ms.max(-1)).unwrap_or(PollTimeout::NONE);
-    match poll(&mut pfds, timeout) {
-        Ok(n) => Ok(n > 0),
-        Err(nix::errno::Errno::EINTR) => Ok(false),
-        Err(e) => Err(XskError::Io {
-            what: "poll",
-            source: e.into(),
-        }),
+    let n = fds.len().min(MAX_WAIT_FDS);
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; MAX_WAIT_FDS];
+    for (p, fd) in pfds.iter_mut().zip(&fds[..n]) {
+        p.fd = *fd;
+        p.events = libc::POLLIN;
     }
+    // SAFETY: `pfds[..n]` is a valid, initialised array of pollfd that outlives the call;
+    // poll(2) only writes their `revents`. The fds belong to sockets the caller holds.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms.max(-1)) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINTR) {
+            return Ok(false);
+        }
+        return Err(XskError::Io {
+            what: "poll",
+            source: e,
+        });
+    }
+    Ok(r > 0)
 }

@@ -41,6 +41,13 @@ fn server_thread(dp: Arc<Dataplane>, i: u8, ready: std::sync::mpsc::Sender<()>) 
         tokio::task::spawn_local(stack.clone().drive());
         let mut http = stack.listen(80, 8).unwrap();
         let mut echo = stack.listen(7, 8).unwrap();
+        let udp = stack.udp_bind(7).unwrap();
+        tokio::task::spawn_local(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+                let _ = udp.send_to(&buf[..n], from).await;
+            }
+        });
         ready.send(()).unwrap();
         tokio::task::spawn_local(async move {
             loop {
@@ -129,4 +136,20 @@ fn hyper_and_tokio_echo_on_per_thread_stacks() {
     .join()
     .unwrap();
     assert!(echoed, "the tokio echo returned different bytes");
+    // UDP through the tokio UDP socket.
+    let peer = pair.peer.name().to_owned();
+    let udp_ok = thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{peer}")).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let u = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut b = [0u8; 64];
+        (0..100u8).all(|i| {
+            u.send_to(&[i; 32], (ip(0), 7)).unwrap();
+            matches!(u.recv(&mut b), Ok(32) if b[..32] == [i; 32])
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(udp_ok, "the tokio UDP echo failed");
 }
