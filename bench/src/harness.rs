@@ -219,10 +219,7 @@ fn on_load_cpu<T: Send + 'static>(
     ns: &NetNs,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let name = ns.name().to_owned();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/run/netns/{name}"))?;
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    ns.spawn(move || {
         crate::sys::pin_to_cpu(1)?;
         f()
     })

@@ -148,18 +148,6 @@ fn peer_ok(ns: &NetNs, program: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
-/// Runs `f` on a fresh thread inside `ns`.
-fn in_ns<T: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let name = ns.name().to_owned();
-    thread::spawn(move || {
-        let file = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("thread in namespace")
-}
-
 fn xdp_attached(ns: &NetNs, ifname: &str) -> bool {
     let out = ns
         .ip(&["-d", "link", "show", ifname])
@@ -250,7 +238,7 @@ fn echo_over_tcp_and_udp_with_socat_and_kernel_sockets() {
         }
     }
     // 1000 concurrent TCP connections over both threads, each echoing its own message.
-    let conns = in_ns(&pair.peer, move || {
+    let conns = pair.peer.run(move || {
         let mut streams = Vec::new();
         for c in 0..1000u32 {
             let ip = IpAddr::V4(v4((c % 2) as u8));
@@ -275,7 +263,7 @@ fn echo_over_tcp_and_udp_with_socat_and_kernel_sockets() {
     });
     assert_eq!(conns, 1000);
     // UDP datagrams echoed, at a moderate rate.
-    let lost = in_ns(&pair.peer, move || {
+    let lost = pair.peer.run(move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut lost = 0;
@@ -399,7 +387,7 @@ fn a_100_mb_transfer_each_way_and_100k_udp_datagrams() {
     const BYTES: usize = 100 * 1024 * 1024;
     let pair = VethPair::new("bulk", 2).expect("veth pair");
     let server = Server::start(&pair, 1, "echo", &[]);
-    let (sent, received, secs) = in_ns(&pair.peer, move || {
+    let (sent, received, secs) = pair.peer.run(move || {
         let s =
             TcpStream::connect_timeout(&SocketAddr::new(v4(0).into(), 7), Duration::from_secs(5))
                 .expect("connect");
@@ -444,7 +432,7 @@ fn a_100_mb_transfer_each_way_and_100k_udp_datagrams() {
         BYTES as f64 * 8.0 / secs / 1e6
     );
     // 100,000 UDP datagrams, at most 8 in flight: none may be lost.
-    let (lost, secs) = in_ns(&pair.peer, move || {
+    let (lost, secs) = pair.peer.run(move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         s.connect((v4(0), 7)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

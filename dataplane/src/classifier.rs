@@ -396,36 +396,9 @@ impl Classifier {
             .map(|(slot, _)| slot)
             .collect();
         for &slot in &dead {
-            let macs: Vec<MacKey> = self
-                .by_mac
-                .iter()
-                .filter_map(|kv| kv.ok())
-                .filter(|(_, v)| v.slot == slot)
-                .map(|(k, _)| k)
-                .collect();
-            for k in macs {
-                let _ = self.by_mac.remove(&k);
-            }
-            let v4: Vec<Ipv4Key> = self
-                .by_ipv4
-                .iter()
-                .filter_map(|kv| kv.ok())
-                .filter(|(_, v)| v.slot == slot)
-                .map(|(k, _)| k)
-                .collect();
-            for k in v4 {
-                let _ = self.by_ipv4.remove(&k);
-            }
-            let v6: Vec<Ipv6Key> = self
-                .by_ipv6
-                .iter()
-                .filter_map(|kv| kv.ok())
-                .filter(|(_, v)| v.slot == slot)
-                .map(|(k, _)| k)
-                .collect();
-            for k in v6 {
-                let _ = self.by_ipv6.remove(&k);
-            }
+            remove_keys_of(&mut self.by_mac, slot);
+            remove_keys_of(&mut self.by_ipv4, slot);
+            remove_keys_of(&mut self.by_ipv6, slot);
             for q in 0..MAX_QUEUES {
                 let _ = self.xsks.unset(xsk_index(q, slot));
             }
@@ -757,6 +730,19 @@ impl Drop for Classifier {
         if let Err(e) = self.detach() {
             log::warn!("detaching the classifier: {e}");
         }
+    }
+}
+
+/// Removes every key of an ownership map that points at `slot`.
+fn remove_keys_of<K: aya::Pod>(map: &mut HashMap<MapData, K, EndpointSlot>, slot: u32) {
+    let keys: Vec<K> = map
+        .iter()
+        .filter_map(|kv| kv.ok())
+        .filter(|(_, v)| v.slot == slot)
+        .map(|(k, _)| k)
+        .collect();
+    for k in keys {
+        let _ = map.remove(&k);
     }
 }
 

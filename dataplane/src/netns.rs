@@ -116,6 +116,35 @@ impl NetNs {
         run("ip", &all)
     }
 
+    /// Spawns a thread that runs `f` inside the namespace: kernel sockets it makes, and
+    /// interfaces it names, belong to the namespace.
+    ///
+    /// # Panics
+    ///
+    /// The spawned thread panics (before running `f`) if it cannot enter the namespace.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            let target = File::open(format!("/run/netns/{name}"))
+                .unwrap_or_else(|e| panic!("opening namespace {name}: {e}"));
+            setns(&target, CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("entering namespace {name}: {e}"));
+            f()
+        })
+    }
+
+    /// Runs `f` on a fresh thread inside the namespace and returns its result (a panic in
+    /// `f` resumes in the caller).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        match self.spawn(f).join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
     /// Moves the calling thread into the namespace until the guard drops.
     ///
     /// Only this thread moves: sockets, interface lookups and XDP attachments it makes while

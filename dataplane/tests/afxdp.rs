@@ -37,18 +37,6 @@ fn mac_str(m: [u8; 6]) -> String {
     ioth_dataplane::classifier::format_mac(m)
 }
 
-/// Runs `f` on a fresh thread inside `ns` (kernel sockets there belong to the namespace).
-fn in_ns<T: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let name = ns.name().to_owned();
-    thread::spawn(move || {
-        let file = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("thread in namespace")
-}
-
 fn payload(dst: IpAddr, i: usize) -> Vec<u8> {
     format!("ioth {dst} {i}").into_bytes()
 }
@@ -224,7 +212,7 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
     //    ports so that a multi-queue veth spreads them over its queues.
     let dsts: Vec<IpAddr> = vec![A_V4.into(), A_V6.into(), B_V4.into(), B_V6.into()];
     let sent = dsts.clone();
-    in_ns(&pair.peer, move || {
+    pair.peer.run(move || {
         for dst in sent {
             for i in 0..PER_ADDR {
                 let bind: SocketAddr = match dst {
@@ -277,7 +265,7 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
         let n = s.read(&mut buf).expect("read");
         s.write_all(&buf[..n]).expect("write");
     });
-    let echoed = in_ns(&pair.peer, move || {
+    let echoed = pair.peer.run(move || {
         let mut s = TcpStream::connect_timeout(
             &SocketAddr::new(addrs::HOST_V4.into(), port),
             Duration::from_secs(5),

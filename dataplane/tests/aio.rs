@@ -91,14 +91,9 @@ fn hyper_and_tokio_echo_on_per_thread_stacks() {
     let (tx, rx) = std::sync::mpsc::channel();
     for i in 0..2 {
         let (dp, tx) = (Arc::clone(&dp), tx.clone());
-        let host = pair.host.name().to_owned();
         // Detached: the threads run until the test process ends. They live in the host
         // namespace, where the interface is (AF_XDP binds by interface name).
-        thread::spawn(move || {
-            let f = std::fs::File::open(format!("/run/netns/{host}")).unwrap();
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            server_thread(dp, i, tx)
-        });
+        pair.host.spawn(move || server_thread(dp, i, tx));
     }
     rx.recv_timeout(Duration::from_secs(10)).unwrap();
     rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -115,10 +110,7 @@ fn hyper_and_tokio_echo_on_per_thread_stacks() {
         }
     }
     // Kernel TCP sockets from the peer: a 1 MiB echo through the tokio echo.
-    let name = pair.peer.name().to_owned();
-    let echoed = thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let echoed = pair.peer.run(move || {
         let s =
             TcpStream::connect_timeout(&SocketAddr::new(ip(1).into(), 7), Duration::from_secs(5))
                 .unwrap();
@@ -132,15 +124,10 @@ fn hyper_and_tokio_echo_on_per_thread_stacks() {
         r.read_exact(&mut got).unwrap();
         writer.join().unwrap();
         got == expect
-    })
-    .join()
-    .unwrap();
+    });
     assert!(echoed, "the tokio echo returned different bytes");
     // UDP through the tokio UDP socket.
-    let peer = pair.peer.name().to_owned();
-    let udp_ok = thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{peer}")).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let udp_ok = pair.peer.run(move || {
         let u = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         u.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let mut b = [0u8; 64];
@@ -148,8 +135,6 @@ fn hyper_and_tokio_echo_on_per_thread_stacks() {
             u.send_to(&[i; 32], (ip(0), 7)).unwrap();
             matches!(u.recv(&mut b), Ok(32) if b[..32] == [i; 32])
         })
-    })
-    .join()
-    .unwrap();
+    });
     assert!(udp_ok, "the tokio UDP echo failed");
 }

@@ -19,11 +19,8 @@ const IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 41);
 #[ignore = "privileged: needs root (cargo xtask test)"]
 fn blocking_tcp_and_udp_echo() {
     let pair = VethPair::new("blk", 1).expect("veth pair");
-    let host = pair.host.name().to_owned();
     let (tx, rx) = std::sync::mpsc::channel();
-    let server = thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{host}")).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let server = pair.host.spawn(move || {
         let dp = Dataplane::attach("veth-ioth", DataplaneOptions::default()).unwrap();
         let stack = BlockingStack::new(
             Arc::clone(&dp)
@@ -61,10 +58,7 @@ fn blocking_tcp_and_udp_echo() {
         total
     });
     rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let peer = pair.peer.name().to_owned();
-    let client = thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{peer}")).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let client = pair.peer.spawn(move || {
         let u = UdpSocket::bind("0.0.0.0:0").unwrap();
         u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut b = [0u8; 64];

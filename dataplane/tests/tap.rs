@@ -8,7 +8,6 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    thread,
     time::Duration,
 };
 
@@ -21,11 +20,8 @@ fn a_stack_over_tap_answers_ping_and_tcp() {
     let ns = NetNs::new("tap").expect("netns");
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let name = ns.name().to_owned();
     let stop2 = Arc::clone(&stop);
-    let server = thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let server = ns.spawn(move || {
         let link = TapLink::open("ioth-tap0").expect("TAP device");
         let clock = std::time::Instant::now();
         let now = || Instant::from_micros(clock.elapsed().as_micros() as i64);
