@@ -134,6 +134,7 @@ fn filler(i: u32) -> EndpointAddrs {
             u16::from_be_bytes([b[0], b[1]]),
             u16::from_be_bytes([b[2], b[3]]),
         )],
+        thread: i,
     }
 }
 
@@ -187,6 +188,7 @@ fn classifier_bench(a: &ClassifierArgs) -> Result<()> {
             mac: Some(A_MAC),
             ipv4: vec![A_IPV4.into()],
             ipv6: vec![A_IPV6.into()],
+            thread: 0,
         })?;
         for i in 1..endpoints {
             c.add_endpoint(&filler(i))?;

@@ -41,6 +41,8 @@ enum Cmd {
     Detach(inspect::IfaceArgs),
     /// Remove the endpoints of dead owners from a persistent attachment.
     Reap(inspect::IfaceArgs),
+    /// Serve the classifier's metrics of attached interfaces (no server needed).
+    Exporter(metrics::ExporterArgs),
     /// Print a shell completion script (bash, zsh, fish, ...).
     #[command(hide = true)]
     Completions {
@@ -76,6 +78,9 @@ fn main() {
             caps::require("detach", &[BPF, NET_ADMIN]).and_then(|_| inspect::detach(&a))
         }
         Cmd::Reap(a) => caps::require("reap", &[BPF, SYS_ADMIN]).and_then(|_| inspect::reap(&a)),
+        Cmd::Exporter(a) => {
+            caps::require("exporter", &[BPF, SYS_ADMIN]).and_then(|_| metrics::exporter(&a))
+        }
         Cmd::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(shell, &mut Cli::command(), "ioth", &mut std::io::stdout());

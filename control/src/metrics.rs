@@ -53,6 +53,79 @@ fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntG
     Ok(g)
 }
 
+fn encode(reg: &Registry) -> Result<String> {
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&reg.gather(), &mut out)?;
+    Ok(String::from_utf8(out)?)
+}
+
+/// The metrics of attached classifiers, read from their maps (no server needed): what
+/// `ioth exporter` serves for persistent attachments.
+pub fn render_attached(only: Option<&str>) -> Result<String> {
+    use ioth_dataplane::inspect::{ClassifierView, attached_interfaces};
+    let reg = Registry::new();
+    let xdp = counter(
+        &reg,
+        "ioth_xdp_packets_total",
+        "Frames the XDP classifier saw, by verdict.",
+        &["iface", "verdict"],
+    )?;
+    let ep_labels = ["iface", "endpoint", "thread"];
+    let rx_packets = counter(
+        &reg,
+        "ioth_endpoint_rx_packets_total",
+        "Frames redirected to the endpoint's sockets.",
+        &ep_labels,
+    )?;
+    let rx_bytes = counter(
+        &reg,
+        "ioth_endpoint_rx_bytes_total",
+        "Bytes redirected to the endpoint's sockets.",
+        &ep_labels,
+    )?;
+    let rx_dropped = counter(
+        &reg,
+        "ioth_endpoint_rx_dropped_total",
+        "Frames the endpoint owns that found no socket on their queue.",
+        &ep_labels,
+    )?;
+    let ifaces = match only {
+        Some(i) => vec![i.to_owned()],
+        None => attached_interfaces()?,
+    };
+    for iface in &ifaces {
+        let v = ClassifierView::open(iface)?;
+        let c = v.counters()?;
+        for verdict in Counter::ALL {
+            xdp.with_label_values(&[iface.as_str(), verdict.label()])
+                .inc_by(c.get(verdict));
+        }
+        for e in v.endpoints()? {
+            let endpoint = e
+                .ipv4
+                .first()
+                .map(|a| a.to_string())
+                .or_else(|| e.ipv6.first().map(|a| a.to_string()))
+                .unwrap_or_else(|| format!("slot{}", e.slot));
+            let thread = e.thread.to_string();
+            let l = [iface.as_str(), endpoint.as_str(), thread.as_str()];
+            rx_packets.with_label_values(&l).inc_by(e.rx_packets);
+            rx_bytes.with_label_values(&l).inc_by(e.rx_bytes);
+            rx_dropped.with_label_values(&l).inc_by(e.rx_dropped);
+        }
+    }
+    let build = gauge(
+        &reg,
+        "ioth_build_info",
+        "Build and mode of the running ioth.",
+        &["version", "mode"],
+    )?;
+    build
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), "exporter"])
+        .set(1);
+    encode(&reg)
+}
+
 /// The metrics as Prometheus text.
 pub fn render(src: &Sources) -> Result<String> {
     let reg = Registry::new();
@@ -206,12 +279,10 @@ pub fn render(src: &Sources) -> Result<String> {
     build
         .with_label_values(&[env!("CARGO_PKG_VERSION"), mode.as_str()])
         .set(1);
-    let mut out = Vec::new();
-    TextEncoder::new().encode(&reg.gather(), &mut out)?;
-    Ok(String::from_utf8(out)?)
+    encode(&reg)
 }
 
-fn answer(mut s: std::net::TcpStream, src: &Sources) -> std::io::Result<()> {
+fn answer(mut s: std::net::TcpStream, render: &dyn Fn() -> Result<String>) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut req = Vec::new();
     let mut buf = [0u8; 1024];
@@ -226,7 +297,7 @@ fn answer(mut s: std::net::TcpStream, src: &Sources) -> std::io::Result<()> {
     let path = line.split_whitespace().nth(1).unwrap_or("");
     let (status, ctype, body) =
         if line.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
-            match render(src) {
+            match render() {
                 Ok(b) => ("200 OK", "text/plain; version=0.0.4", b),
                 Err(e) => (
                     "500 Internal Server Error",
@@ -244,8 +315,13 @@ fn answer(mut s: std::net::TcpStream, src: &Sources) -> std::io::Result<()> {
     )
 }
 
-/// Serves `/metrics` on `addr` until `stop` is set. Returns the bound address.
-pub fn serve(addr: SocketAddr, src: Sources, stop: Arc<AtomicBool>) -> Result<SocketAddr> {
+/// Serves `/metrics` on `addr` until `stop` is set, rendering each scrape with `render`.
+/// Returns the bound address.
+pub fn serve(
+    addr: SocketAddr,
+    render: impl Fn() -> Result<String> + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> Result<SocketAddr> {
     let listener =
         TcpListener::bind(addr).with_context(|| format!("binding the metrics endpoint {addr}"))?;
     listener.set_nonblocking(true)?;
@@ -257,7 +333,7 @@ pub fn serve(addr: SocketAddr, src: Sources, stop: Arc<AtomicBool>) -> Result<So
                 match listener.accept() {
                     Ok((s, _)) => {
                         let _ = s.set_nonblocking(false);
-                        if let Err(e) = answer(s, &src) {
+                        if let Err(e) = answer(s, &render) {
                             log::debug!("metrics request: {e}");
                         }
                     }
@@ -284,4 +360,42 @@ mod tests {
         );
         assert!(parse_listen("somewhere").is_err());
     }
+}
+
+/// Options of `ioth exporter`.
+#[derive(Debug, clap::Args)]
+pub struct ExporterArgs {
+    /// Where to serve /metrics: IP:PORT, or PORT for loopback.
+    #[arg(long)]
+    pub listen: String,
+    /// Only this interface (default: every interface with an ioth classifier).
+    #[arg(long)]
+    pub iface: Option<String>,
+}
+
+/// `ioth exporter`: serves the classifier's counters of attached interfaces until
+/// SIGINT/SIGTERM, with no server running (persistent attachments).
+pub fn exporter(args: &ExporterArgs) -> Result<()> {
+    let addr = parse_listen(&args.listen)?;
+    let only = args.iface.clone();
+    if let Some(i) = &only {
+        ioth_dataplane::inspect::ClassifierView::open(i)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let bound = serve(
+        addr,
+        move || render_attached(only.as_deref()),
+        Arc::clone(&stop),
+    )?;
+    println!("metrics http://{bound}/metrics");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    while !stop.load(Ordering::Relaxed) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }

@@ -513,6 +513,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             congestion: args.congestion,
             max_sockets: args.max_sockets,
             seed: u64::from(i) ^ 0x10_7e_ad,
+            thread: u32::from(i),
             ..StackConfig::default()
         });
     }
@@ -600,12 +601,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let _metrics = match &args.metrics {
         Some(addr) => {
             let addr = crate::metrics::parse_listen(addr)?;
+            let sources = crate::metrics::Sources {
+                dp: Arc::clone(&dp),
+                threads: thread_stats,
+            };
             let bound = crate::metrics::serve(
                 addr,
-                crate::metrics::Sources {
-                    dp: Arc::clone(&dp),
-                    threads: thread_stats,
-                },
+                move || crate::metrics::render(&sources),
                 Arc::clone(&stop),
             )?;
             say!("metrics http://{bound}/metrics");

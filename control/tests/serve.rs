@@ -737,7 +737,9 @@ struct Bpffs(std::path::PathBuf);
 
 impl Bpffs {
     fn mount() -> Self {
-        let p = std::env::temp_dir().join(format!("ioth-bpffs-{}", std::process::id()));
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("ioth-bpffs-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&p).unwrap();
         let st = Command::new("mount")
             .args(["-t", "bpf", "bpf"])
@@ -885,6 +887,97 @@ fn a_pinned_attachment_outlives_servers_and_dead_owners_are_reaped() {
         &["serve", "--iface", &iface, "--ipv4", "10.99.0.11/24"],
     );
     assert!(!ok && err.contains("stale pin"), "{err}");
+    let (ok, _, err) = ioth_env(&pair.host, env, &["detach", "--iface", &iface]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn the_exporter_serves_a_pinned_attachment_with_and_without_a_server() {
+    use std::io::Write as _;
+    let fs = Bpffs::mount();
+    let env = fs.env();
+    let pair = VethPair::new("exporter", 1).expect("veth pair");
+    let iface = pair.host_if.clone();
+    let (ok, _, err) = ioth_env(&pair.host, env, &["attach", "--iface", &iface]);
+    assert!(ok, "{err}");
+    let server = Server::start_env(&pair, 2, "http", &[], &[env]);
+    for _ in 0..3 {
+        let (ok, _) = peer_ok(
+            &pair.peer,
+            "curl",
+            &["-sS", "-m", "5", &format!("http://{}/", v4(1))],
+        );
+        assert!(ok);
+    }
+    let mut exporter = pair
+        .host
+        .command(env!("CARGO_BIN_EXE_ioth"))
+        .args(["exporter", "--listen", "19466"])
+        .env(env.0, env.1)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ioth exporter");
+    let mut line = String::new();
+    BufReader::new(exporter.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("metrics http://127.0.0.1:19466"), "{line}");
+    let scrape = || {
+        let out = pair
+            .host
+            .exec(
+                "curl",
+                &["-sS", "-m", "5", "http://127.0.0.1:19466/metrics"],
+            )
+            .expect("scrape");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = scrape();
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let res = check.wait_with_output().unwrap();
+    assert!(
+        res.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let series = text
+        .lines()
+        .find(|l| {
+            l.starts_with("ioth_endpoint_rx_packets_total{")
+                && l.contains("endpoint=\"10.99.0.12\"")
+                && l.contains("thread=\"1\"")
+        })
+        .unwrap_or_else(|| panic!("no series for thread 1:\n{text}"));
+    let rx: u64 = series.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(rx >= 9, "{series}");
+    // Without the server the attachment and its counters remain; the endpoints are gone.
+    let (st, _) = server.stop();
+    assert!(st.success());
+    let text = scrape();
+    assert!(
+        text.contains("ioth_xdp_packets_total{iface=\"veth-ioth\",verdict=\"redirect\"}"),
+        "{text}"
+    );
+    assert!(!text.contains("ioth_endpoint_rx_packets_total{"), "{text}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(exporter.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let st = exporter.wait().unwrap();
+    assert!(st.success(), "exporter exit {st}");
     let (ok, _, err) = ioth_env(&pair.host, env, &["detach", "--iface", &iface]);
     assert!(ok, "{err}");
 }

@@ -159,6 +159,8 @@ pub struct EndpointAddrs {
     pub ipv4: Vec<Ipv4Addr>,
     /// IPv6 addresses.
     pub ipv6: Vec<Ipv6Addr>,
+    /// The owner's index for this endpoint (a thread index), recorded for labels.
+    pub thread: u32,
 }
 
 /// An endpoint's slot in the classifier (its index in the XskMap's per-queue range).
@@ -460,6 +462,8 @@ impl Classifier {
         let owner = EndpointOwner {
             pid: std::process::id(),
             tid: nix::unistd::gettid().as_raw() as u32,
+            thread: addrs.thread,
+            pad: 0,
         };
         let mut claimed = None;
         for s in FIRST_ENDPOINT_SLOT..SLOTS_PER_QUEUE {

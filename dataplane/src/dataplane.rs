@@ -187,6 +187,7 @@ impl Dataplane {
             mac: Some(config.mac),
             ipv4: config.ipv4.iter().map(|(a, _)| *a).collect(),
             ipv6: config.ipv6.iter().map(|(a, _)| *a).collect(),
+            thread: config.thread,
         };
         let id = self.classifier().add_endpoint(&addrs)?;
         // From here on the guard removes the entries whatever fails.

@@ -71,6 +71,8 @@ pub struct EndpointView {
     pub pid: u32,
     /// Owning thread id (0 if unknown).
     pub tid: u32,
+    /// The owner's index of the endpoint (`ioth serve`: thread index).
+    pub thread: u32,
     /// Whether the owning process still exists.
     pub owner_alive: bool,
     /// Frames redirected to it.
@@ -254,6 +256,7 @@ impl ClassifierView {
                 if let Some(e) = eps.get_mut(&slot) {
                     e.pid = o.pid;
                     e.tid = o.tid;
+                    e.thread = o.thread;
                 }
             }
         }
@@ -300,6 +303,7 @@ fn blank(slot: u32) -> EndpointView {
         ipv6: Vec::new(),
         pid: 0,
         tid: 0,
+        thread: 0,
         owner_alive: false,
         rx_packets: 0,
         rx_bytes: 0,

@@ -101,6 +101,9 @@ pub struct StackConfig {
     pub max_sockets: usize,
     /// Seed for smoltcp's randomness (initial sequence numbers, ports).
     pub seed: u64,
+    /// The owner's index of this stack (e.g. its thread index), shown by `ioth endpoints`
+    /// and used as the `thread` label of metrics.
+    pub thread: u32,
 }
 
 impl Default for StackConfig {
@@ -117,6 +120,7 @@ impl Default for StackConfig {
             congestion: Congestion::default(),
             max_sockets: 4096,
             seed: 0x10_7e_ad,
+            thread: 0,
         }
     }
 }

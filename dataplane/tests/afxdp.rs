@@ -136,6 +136,7 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
             mac: Some(A_MAC),
             ipv4: vec![A_V4],
             ipv6: vec![A_V6],
+            thread: 0,
         })
         .expect("endpoint A");
     let b = classifier
@@ -143,6 +144,7 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
             mac: None,
             ipv4: vec![B_V4],
             ipv6: vec![B_V6],
+            thread: 1,
         })
         .expect("endpoint B");
 

@@ -122,6 +122,10 @@ pub struct EndpointOwner {
     pub pid: u32,
     /// Thread id (0 if not known).
     pub tid: u32,
+    /// The owner's own index of the endpoint (`ioth serve`: the thread index), for labels.
+    pub thread: u32,
+    /// Always zero.
+    pub pad: u32,
 }
 
 /// Per-endpoint receive counters kept by the classifier (per CPU; user space sums them).
@@ -262,7 +266,7 @@ const _: () = assert!(core::mem::size_of::<EndpointSlot>() == 4);
 const _: () = assert!(core::mem::size_of::<EndpointStats>() == 24);
 const _: () = assert!(core::mem::size_of::<Config>() == 4);
 const _: () = assert!(core::mem::size_of::<Trace>() == 16);
-const _: () = assert!(core::mem::size_of::<EndpointOwner>() == 8);
+const _: () = assert!(core::mem::size_of::<EndpointOwner>() == 16);
 const _: () = assert!(XSK_MAP_ENTRIES == MAX_QUEUES * SLOTS_PER_QUEUE);
 
 #[cfg(feature = "user")]
