@@ -59,47 +59,87 @@ fn encode(reg: &Registry) -> Result<String> {
     Ok(String::from_utf8(out)?)
 }
 
+/// The metric families both renderers take from the classifier's maps.
+struct ClassifierFamilies {
+    xdp: IntCounterVec,
+    rx_packets: IntCounterVec,
+    rx_bytes: IntCounterVec,
+    rx_dropped: IntCounterVec,
+}
+
+/// Labels of the per-endpoint families.
+const EP_LABELS: [&str; 3] = ["iface", "endpoint", "thread"];
+
+impl ClassifierFamilies {
+    fn register(reg: &Registry) -> Result<Self> {
+        Ok(Self {
+            xdp: counter(
+                reg,
+                "ioth_xdp_packets_total",
+                "Frames the XDP classifier saw, by verdict.",
+                &["iface", "verdict"],
+            )?,
+            rx_packets: counter(
+                reg,
+                "ioth_endpoint_rx_packets_total",
+                "Frames redirected to the endpoint's sockets.",
+                &EP_LABELS,
+            )?,
+            rx_bytes: counter(
+                reg,
+                "ioth_endpoint_rx_bytes_total",
+                "Bytes redirected to the endpoint's sockets.",
+                &EP_LABELS,
+            )?,
+            rx_dropped: counter(
+                reg,
+                "ioth_endpoint_rx_dropped_total",
+                "Frames the endpoint owns that found no socket on their queue.",
+                &EP_LABELS,
+            )?,
+        })
+    }
+
+    fn verdicts(&self, iface: &str, c: &ioth_dataplane::VerdictCounters) {
+        for v in Counter::ALL {
+            self.xdp
+                .with_label_values(&[iface, v.label()])
+                .inc_by(c.get(v));
+        }
+    }
+
+    fn endpoint(&self, labels: &[&str; 3], packets: u64, bytes: u64, dropped: u64) {
+        self.rx_packets.with_label_values(labels).inc_by(packets);
+        self.rx_bytes.with_label_values(labels).inc_by(bytes);
+        self.rx_dropped.with_label_values(labels).inc_by(dropped);
+    }
+}
+
+fn build_info(reg: &Registry, mode: &str) -> Result<()> {
+    gauge(
+        reg,
+        "ioth_build_info",
+        "Build and mode of the running ioth.",
+        &["version", "mode"],
+    )?
+    .with_label_values(&[env!("CARGO_PKG_VERSION"), mode])
+    .set(1);
+    Ok(())
+}
+
 /// The metrics of attached classifiers, read from their maps (no server needed): what
 /// `ioth exporter` serves for persistent attachments.
 pub fn render_attached(only: Option<&str>) -> Result<String> {
     use ioth_dataplane::inspect::{ClassifierView, attached_interfaces};
     let reg = Registry::new();
-    let xdp = counter(
-        &reg,
-        "ioth_xdp_packets_total",
-        "Frames the XDP classifier saw, by verdict.",
-        &["iface", "verdict"],
-    )?;
-    let ep_labels = ["iface", "endpoint", "thread"];
-    let rx_packets = counter(
-        &reg,
-        "ioth_endpoint_rx_packets_total",
-        "Frames redirected to the endpoint's sockets.",
-        &ep_labels,
-    )?;
-    let rx_bytes = counter(
-        &reg,
-        "ioth_endpoint_rx_bytes_total",
-        "Bytes redirected to the endpoint's sockets.",
-        &ep_labels,
-    )?;
-    let rx_dropped = counter(
-        &reg,
-        "ioth_endpoint_rx_dropped_total",
-        "Frames the endpoint owns that found no socket on their queue.",
-        &ep_labels,
-    )?;
+    let fams = ClassifierFamilies::register(&reg)?;
     let ifaces = match only {
         Some(i) => vec![i.to_owned()],
         None => attached_interfaces()?,
     };
     for iface in &ifaces {
         let v = ClassifierView::open(iface)?;
-        let c = v.counters()?;
-        for verdict in Counter::ALL {
-            xdp.with_label_values(&[iface.as_str(), verdict.label()])
-                .inc_by(c.get(verdict));
-        }
+        fams.verdicts(iface, &v.counters()?);
         for e in v.endpoints()? {
             let endpoint = e
                 .ipv4
@@ -109,20 +149,10 @@ pub fn render_attached(only: Option<&str>) -> Result<String> {
                 .unwrap_or_else(|| format!("slot{}", e.slot));
             let thread = e.thread.to_string();
             let l = [iface.as_str(), endpoint.as_str(), thread.as_str()];
-            rx_packets.with_label_values(&l).inc_by(e.rx_packets);
-            rx_bytes.with_label_values(&l).inc_by(e.rx_bytes);
-            rx_dropped.with_label_values(&l).inc_by(e.rx_dropped);
+            fams.endpoint(&l, e.rx_packets, e.rx_bytes, e.rx_dropped);
         }
     }
-    let build = gauge(
-        &reg,
-        "ioth_build_info",
-        "Build and mode of the running ioth.",
-        &["version", "mode"],
-    )?;
-    build
-        .with_label_values(&[env!("CARGO_PKG_VERSION"), "exporter"])
-        .set(1);
+    build_info(&reg, "exporter")?;
     encode(&reg)
 }
 
@@ -130,12 +160,7 @@ pub fn render_attached(only: Option<&str>) -> Result<String> {
 pub fn render(src: &Sources) -> Result<String> {
     let reg = Registry::new();
     let iface = src.dp.iface();
-    let xdp = counter(
-        &reg,
-        "ioth_xdp_packets_total",
-        "Frames the XDP classifier saw, by verdict.",
-        &["iface", "verdict"],
-    )?;
+    let fams = ClassifierFamilies::register(&reg)?;
     let (counters, ep_stats) = {
         let c = src.dp.classifier();
         let counters = c.counters()?;
@@ -152,29 +177,8 @@ pub fn render(src: &Sources) -> Result<String> {
             .collect();
         (counters, stats)
     };
-    for v in Counter::ALL {
-        xdp.with_label_values(&[iface, v.label()])
-            .inc_by(counters.get(v));
-    }
-    let ep_labels = ["iface", "endpoint", "thread"];
-    let rx_packets = counter(
-        &reg,
-        "ioth_endpoint_rx_packets_total",
-        "Frames redirected to the endpoint's sockets.",
-        &ep_labels,
-    )?;
-    let rx_bytes = counter(
-        &reg,
-        "ioth_endpoint_rx_bytes_total",
-        "Bytes redirected to the endpoint's sockets.",
-        &ep_labels,
-    )?;
-    let rx_dropped = counter(
-        &reg,
-        "ioth_endpoint_rx_dropped_total",
-        "Frames the endpoint owns that found no socket on their queue.",
-        &ep_labels,
-    )?;
+    fams.verdicts(iface, &counters);
+    let ep_labels = EP_LABELS;
     let tx_packets = counter(
         &reg,
         "ioth_endpoint_tx_packets_total",
@@ -218,9 +222,7 @@ pub fn render(src: &Sources) -> Result<String> {
     for (t, ep) in src.threads.iter().zip(&ep_stats) {
         let thread = t.index.to_string();
         let l = [iface, t.endpoint.as_str(), thread.as_str()];
-        rx_packets.with_label_values(&l).inc_by(ep.rx_packets);
-        rx_bytes.with_label_values(&l).inc_by(ep.rx_bytes);
-        rx_dropped.with_label_values(&l).inc_by(ep.rx_dropped);
+        fams.endpoint(&l, ep.rx_packets, ep.rx_bytes, ep.rx_dropped);
         tx_packets
             .with_label_values(&l)
             .inc_by(t.tx_packets.load(Ordering::Relaxed));
@@ -265,20 +267,12 @@ pub fn render(src: &Sources) -> Result<String> {
                 .set(n as i64);
         }
     }
-    let build = gauge(
-        &reg,
-        "ioth_build_info",
-        "Build and mode of the running ioth.",
-        &["version", "mode"],
-    )?;
     let mode = format!(
         "{}/{}",
         src.dp.attach_mode(),
         src.dp.bind_mode().map_or("-".to_owned(), |m| m.to_string())
     );
-    build
-        .with_label_values(&[env!("CARGO_PKG_VERSION"), mode.as_str()])
-        .set(1);
+    build_info(&reg, &mode)?;
     encode(&reg)
 }
 

@@ -3,9 +3,11 @@
 //! namespace's loopback) scrapes it and answers queries with rising values.
 //! Privileged: run by `cargo xtask test` as root (`--ignored`).
 
+mod common;
+
 use std::{
-    io::{BufRead, BufReader, Write},
-    process::{Child, Command, Stdio},
+    io::{BufRead, BufReader},
+    process::{Child, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -82,26 +84,7 @@ fn metrics_are_valid_rise_with_traffic_and_prometheus_scrapes_them() {
     let url = "http://127.0.0.1:19464/metrics";
     let before = get(&pair.host, url);
     // promtool, the format's own checker.
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(before.as_bytes())
-        .unwrap();
-    let res = check.wait_with_output().unwrap();
-    assert!(
-        res.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&res.stdout),
-        String::from_utf8_lossy(&res.stderr)
-    );
+    common::assert_promtool_accepts(&before);
     for name in [
         "ioth_xdp_packets_total",
         "ioth_endpoint_rx_packets_total",

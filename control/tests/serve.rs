@@ -3,6 +3,8 @@
 //!
 //! Privileged: run by `cargo xtask test` as root (`--ignored`).
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
@@ -894,7 +896,6 @@ fn a_pinned_attachment_outlives_servers_and_dead_owners_are_reaped() {
 #[test]
 #[ignore = "privileged: needs root (cargo xtask test)"]
 fn the_exporter_serves_a_pinned_attachment_with_and_without_a_server() {
-    use std::io::Write as _;
     let fs = Bpffs::mount();
     let env = fs.env();
     let pair = VethPair::new("exporter", 1).expect("veth pair");
@@ -934,25 +935,7 @@ fn the_exporter_serves_a_pinned_attachment_with_and_without_a_server() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let text = scrape();
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let res = check.wait_with_output().unwrap();
-    assert!(
-        res.status.success(),
-        "promtool: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    common::assert_promtool_accepts(&text);
     let series = text
         .lines()
         .find(|l| {
