@@ -122,8 +122,21 @@ pub fn endpoints(args: &EndpointsArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<12} {:>4} {:<17} {:<16} {:<24} {:>8} {:>8} {:>10} {:>12} {:>8}",
-        "IFACE", "SLOT", "MAC", "IPV4", "IPV6", "PID", "TID", "RX PKTS", "RX BYTES", "RX DROP"
+        "{:<12} {:>4} {:<17} {:<16} {:<24} {:>8} {:>8} {:>6} {:>10} {:>12} {:>8} {:>10} {:>12} {:>7}",
+        "IFACE",
+        "SLOT",
+        "MAC",
+        "IPV4",
+        "IPV6",
+        "PID",
+        "TID",
+        "THREAD",
+        "RX PKTS",
+        "RX BYTES",
+        "RX DROP",
+        "TX PKTS",
+        "TX BYTES",
+        "RETRANS"
     );
     for (iface, e) in all {
         let join = |v: Vec<String>| {
@@ -134,7 +147,7 @@ pub fn endpoints(args: &EndpointsArgs) -> Result<()> {
             }
         };
         println!(
-            "{:<12} {:>4} {:<17} {:<16} {:<24} {:>8} {:>8} {:>10} {:>12} {:>8}{}",
+            "{:<12} {:>4} {:<17} {:<16} {:<24} {:>8} {:>8} {:>6} {:>10} {:>12} {:>8} {:>10} {:>12} {:>7}{}",
             iface,
             e.slot,
             e.mac.clone().unwrap_or_else(|| "-".into()),
@@ -142,9 +155,13 @@ pub fn endpoints(args: &EndpointsArgs) -> Result<()> {
             join(e.ipv6.iter().map(|a| a.to_string()).collect()),
             e.pid,
             e.tid,
+            e.thread,
             e.rx_packets,
             e.rx_bytes,
             e.rx_dropped,
+            e.tx_packets,
+            e.tx_bytes,
+            e.tcp_retransmits,
             if e.owner_alive { "" } else { "  (owner gone)" }
         );
     }

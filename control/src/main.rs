@@ -2,10 +2,12 @@
 #![deny(unsafe_code)]
 
 mod caps;
+mod capture;
 mod demo;
 mod inspect;
 mod metrics;
 mod serve;
+mod top;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -35,6 +37,10 @@ enum Cmd {
     Status(inspect::StatusArgs),
     /// Every endpoint: MAC, IPs, owner (pid, thread), receive counters.
     Endpoints(inspect::EndpointsArgs),
+    /// Per-endpoint packet and byte rates, refreshed every second (q quits).
+    Top(top::TopArgs),
+    /// The frames of one endpoint, both directions, as pcap (tcpdump -r, Wireshark).
+    Capture(capture::CaptureArgs),
     /// Attach the classifier persistently (pinned under /sys/fs/bpf/ioth/IF/).
     Attach(inspect::AttachArgs),
     /// Remove a persistent attachment.
@@ -70,6 +76,10 @@ fn main() {
         }
         Cmd::Endpoints(a) => {
             caps::require("endpoints", &[BPF, SYS_ADMIN]).and_then(|_| inspect::endpoints(&a))
+        }
+        Cmd::Top(a) => caps::require("top", &[BPF, SYS_ADMIN]).and_then(|_| top::run(&a)),
+        Cmd::Capture(a) => {
+            caps::require("capture", &[BPF, SYS_ADMIN]).and_then(|_| capture::run(&a))
         }
         Cmd::Attach(a) => {
             caps::require("attach", &[BPF, NET_ADMIN, SYS_ADMIN]).and_then(|_| inspect::attach(&a))

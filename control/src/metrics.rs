@@ -65,6 +65,16 @@ struct ClassifierFamilies {
     rx_packets: IntCounterVec,
     rx_bytes: IntCounterVec,
     rx_dropped: IntCounterVec,
+    tx_packets: IntCounterVec,
+    tx_bytes: IntCounterVec,
+    retransmits: IntCounterVec,
+}
+
+/// One endpoint's counters as the classifier's maps hold them.
+#[derive(Debug, Default)]
+struct EndpointCounters {
+    rx: ioth_common::EndpointStats,
+    tx: ioth_common::EndpointTx,
 }
 
 /// Labels of the per-endpoint families.
@@ -97,6 +107,24 @@ impl ClassifierFamilies {
                 "Frames the endpoint owns that found no socket on their queue.",
                 &EP_LABELS,
             )?,
+            tx_packets: counter(
+                reg,
+                "ioth_endpoint_tx_packets_total",
+                "Frames the endpoint's stack sent (published by its owner every 250 ms).",
+                &EP_LABELS,
+            )?,
+            tx_bytes: counter(
+                reg,
+                "ioth_endpoint_tx_bytes_total",
+                "Bytes the endpoint's stack sent (published by its owner every 250 ms).",
+                &EP_LABELS,
+            )?,
+            retransmits: counter(
+                reg,
+                "ioth_tcp_retransmits_total",
+                "TCP segments the endpoint's stack sent again (RTO and fast retransmits).",
+                &["endpoint"],
+            )?,
         })
     }
 
@@ -108,10 +136,25 @@ impl ClassifierFamilies {
         }
     }
 
-    fn endpoint(&self, labels: &[&str; 3], packets: u64, bytes: u64, dropped: u64) {
-        self.rx_packets.with_label_values(labels).inc_by(packets);
-        self.rx_bytes.with_label_values(labels).inc_by(bytes);
-        self.rx_dropped.with_label_values(labels).inc_by(dropped);
+    fn endpoint(&self, labels: &[&str; 3], c: &EndpointCounters) {
+        self.rx_packets
+            .with_label_values(labels)
+            .inc_by(c.rx.rx_packets);
+        self.rx_bytes
+            .with_label_values(labels)
+            .inc_by(c.rx.rx_bytes);
+        self.rx_dropped
+            .with_label_values(labels)
+            .inc_by(c.rx.rx_dropped);
+        self.tx_packets
+            .with_label_values(labels)
+            .inc_by(c.tx.tx_packets);
+        self.tx_bytes
+            .with_label_values(labels)
+            .inc_by(c.tx.tx_bytes);
+        self.retransmits
+            .with_label_values(&[labels[1]])
+            .inc_by(c.tx.tcp_retransmits);
     }
 }
 
@@ -149,7 +192,19 @@ pub fn render_attached(only: Option<&str>) -> Result<String> {
                 .unwrap_or_else(|| format!("slot{}", e.slot));
             let thread = e.thread.to_string();
             let l = [iface.as_str(), endpoint.as_str(), thread.as_str()];
-            fams.endpoint(&l, e.rx_packets, e.rx_bytes, e.rx_dropped);
+            let c = EndpointCounters {
+                rx: ioth_common::EndpointStats {
+                    rx_packets: e.rx_packets,
+                    rx_bytes: e.rx_bytes,
+                    rx_dropped: e.rx_dropped,
+                },
+                tx: ioth_common::EndpointTx {
+                    tx_packets: e.tx_packets,
+                    tx_bytes: e.tx_bytes,
+                    tcp_retransmits: e.tcp_retransmits,
+                },
+            };
+            fams.endpoint(&l, &c);
         }
     }
     build_info(&reg, "exporter")?;
@@ -169,28 +224,18 @@ pub fn render(src: &Sources) -> Result<String> {
             .iter()
             .map(|t| {
                 let slot = t.slot.load(Ordering::Relaxed) as u32;
-                (slot != 0)
-                    .then(|| c.endpoint_stats(slot).ok())
-                    .flatten()
-                    .unwrap_or_default()
+                if slot == 0 {
+                    return EndpointCounters::default();
+                }
+                EndpointCounters {
+                    rx: c.endpoint_stats(slot).unwrap_or_default(),
+                    tx: c.endpoint_tx(slot).unwrap_or_default(),
+                }
             })
             .collect();
         (counters, stats)
     };
     fams.verdicts(iface, &counters);
-    let ep_labels = EP_LABELS;
-    let tx_packets = counter(
-        &reg,
-        "ioth_endpoint_tx_packets_total",
-        "Frames the endpoint's stack sent.",
-        &ep_labels,
-    )?;
-    let tx_bytes = counter(
-        &reg,
-        "ioth_endpoint_tx_bytes_total",
-        "Bytes the endpoint's stack sent.",
-        &ep_labels,
-    )?;
     let xsk = [
         (
             "ioth_xsk_rx_dropped_total",
@@ -222,13 +267,7 @@ pub fn render(src: &Sources) -> Result<String> {
     for (t, ep) in src.threads.iter().zip(&ep_stats) {
         let thread = t.index.to_string();
         let l = [iface, t.endpoint.as_str(), thread.as_str()];
-        fams.endpoint(&l, ep.rx_packets, ep.rx_bytes, ep.rx_dropped);
-        tx_packets
-            .with_label_values(&l)
-            .inc_by(t.tx_packets.load(Ordering::Relaxed));
-        tx_bytes
-            .with_label_values(&l)
-            .inc_by(t.tx_bytes.load(Ordering::Relaxed));
+        fams.endpoint(&l, ep);
         let e = [iface, t.endpoint.as_str()];
         xsk_dropped
             .with_label_values(&e)
@@ -250,18 +289,21 @@ pub fn render(src: &Sources) -> Result<String> {
     let umem = gauge(
         &reg,
         "ioth_umem_frames",
-        "UMEM frames by state: free (free list and tx caches), fill (fill ring, kernel, rx ring), \
-         stack (held by user space), tx (tx ring, kernel, completion ring).",
+        "UMEM frames by state: free (free list, tx caches), fill (fill ring, kernel), rx (rx \
+         ring, received batch), stack (lent to a stack), tx (tx ring, kernel), completion \
+         (completion ring).",
         &["iface", "queue", "state"],
     )?;
     for q in src.dp.queues() {
-        let f = q.frames();
+        let f = q.frame_states();
         let queue = q.queue().to_string();
         for (state, n) in [
             ("free", f.free),
-            ("fill", f.kernel_rx),
-            ("stack", f.user),
-            ("tx", f.kernel_tx),
+            ("fill", f.fill),
+            ("rx", f.rx),
+            ("stack", f.stack),
+            ("tx", f.tx),
+            ("completion", f.completion),
         ] {
             umem.with_label_values(&[iface, queue.as_str(), state])
                 .set(n as i64);
@@ -365,6 +407,52 @@ pub struct ExporterArgs {
     /// Only this interface (default: every interface with an ioth classifier).
     #[arg(long)]
     pub iface: Option<String>,
+    /// Seconds between sweeps that remove endpoints of dead owners from pinned attachments
+    /// (0: never), so a SIGKILLed server's addresses do not stay claimed until the next
+    /// server starts.
+    #[arg(long, default_value_t = 2)]
+    pub reap_every: u64,
+}
+
+/// Removes the endpoints of dead owners from the pinned attachments (all, or `only`).
+/// `open` keeps each attachment's maps open between sweeps.
+fn reap_pinned(
+    only: Option<&str>,
+    open: &mut std::collections::HashMap<String, ioth_dataplane::Classifier>,
+) {
+    let ifaces = match only {
+        Some(i) => vec![i.to_owned()],
+        None => ioth_dataplane::inspect::attached_interfaces().unwrap_or_default(),
+    };
+    for iface in ifaces {
+        if !ioth_dataplane::pin::is_pinned(&iface) {
+            continue;
+        }
+        let c = match open.entry(iface.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => match ioth_dataplane::pin::open(&iface)
+            {
+                Ok(c) => e.insert(c),
+                Err(err) => {
+                    log::warn!("reaping {iface}: {err}");
+                    continue;
+                }
+            },
+        };
+        match c.reap_dead_owners() {
+            Ok(slots) if !slots.is_empty() => {
+                println!("reaped endpoints of dead owners on {iface}: slots {slots:?}");
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // Perhaps detached and attached again: open it afresh next time.
+                log::warn!("reaping {iface}: {e}");
+                open.remove(&iface);
+            }
+        }
+    }
 }
 
 /// `ioth exporter`: serves the classifier's counters of attached interfaces until
@@ -388,8 +476,15 @@ pub fn exporter(args: &ExporterArgs) -> Result<()> {
     println!("metrics http://{bound}/metrics");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
+    let every = Duration::from_secs(args.reap_every);
+    let mut swept = std::time::Instant::now();
+    let mut open = std::collections::HashMap::new();
     while !stop.load(Ordering::Relaxed) {
         thread::sleep(Duration::from_millis(100));
+        if args.reap_every > 0 && swept.elapsed() >= every {
+            reap_pinned(args.iface.as_deref(), &mut open);
+            swept = std::time::Instant::now();
+        }
     }
     Ok(())
 }

@@ -227,10 +227,6 @@ pub struct ThreadStats {
     pub slot: AtomicU64,
     /// Requests served.
     pub requests: AtomicU64,
-    /// Frames the stack sent.
-    pub tx_packets: AtomicU64,
-    /// Bytes the stack sent.
-    pub tx_bytes: AtomicU64,
     /// XDP_STATISTICS of its sockets.
     pub xsk_rx_dropped: AtomicU64,
     /// XDP_STATISTICS of its sockets.
@@ -275,9 +271,6 @@ fn tcp_state_index(s: tcp::State) -> usize {
 }
 
 fn publish(stack: &mut ioth_dataplane::EndpointStack, stats: &ThreadStats) {
-    let link = stack.link().counters();
-    stats.tx_packets.store(link.tx_frames, Ordering::Relaxed);
-    stats.tx_bytes.store(link.tx_bytes, Ordering::Relaxed);
     if let Ok(x) = stack.link().xdp_statistics() {
         stats.xsk_rx_dropped.store(x.rx_dropped, Ordering::Relaxed);
         stats

@@ -97,6 +97,7 @@ fn metrics_are_valid_rise_with_traffic_and_prometheus_scrapes_them() {
         "ioth_xsk_tx_invalid_total",
         "ioth_umem_frames",
         "ioth_tcp_connections",
+        "ioth_tcp_retransmits_total",
         "ioth_build_info",
     ] {
         assert!(
@@ -137,6 +138,30 @@ fn metrics_are_valid_rise_with_traffic_and_prometheus_scrapes_them() {
         "{after}"
     );
     assert_eq!(rx(&after, "10.99.0.11"), rx(&before, "10.99.0.11"));
+    // The frames of each queue, in the six states of their cycle, add up to the UMEM.
+    let states = ["free", "fill", "rx", "stack", "tx", "completion"];
+    let total: f64 = states
+        .iter()
+        .map(|s| {
+            sample(&after, "ioth_umem_frames", &format!("state=\"{s}\""))
+                .unwrap_or_else(|| panic!("umem state {s} missing"))
+        })
+        .sum();
+    assert!(total > 0.0, "{after}");
+    // The counters agree with `ioth endpoints` (same maps; the server is idle now).
+    let out = pair
+        .host
+        .command(env!("CARGO_BIN_EXE_ioth"))
+        .args(["endpoints", "--json"])
+        .output()
+        .expect("ioth endpoints");
+    let eps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let ep = eps
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["ipv4"][0] == "10.99.0.12"))
+        .expect("endpoint 10.99.0.12");
+    assert_eq!(ep["rx_packets"].as_f64(), Some(rx(&after, "10.99.0.12")));
+    assert_eq!(ep["tx_packets"].as_f64(), Some(tx(&after, "10.99.0.12")));
     let redirect = |t: &str| sample(t, "ioth_xdp_packets_total", "verdict=\"redirect\"").unwrap();
     assert!(redirect(&after) >= redirect(&before) + 15.0);
 

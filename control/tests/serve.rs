@@ -7,148 +7,14 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
+use common::{Server, ioth_json, peer_ok, v4, v6};
 use ioth_dataplane::netns::{NetNs, VethPair};
-
-const BASE_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 11);
-const BASE_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 0x11);
-
-fn v4(i: u8) -> Ipv4Addr {
-    let o = BASE_V4.octets();
-    Ipv4Addr::new(o[0], o[1], o[2], o[3] + i)
-}
-
-fn v6(i: u8) -> Ipv6Addr {
-    let mut s = BASE_V6.segments();
-    s[7] += u16::from(i);
-    Ipv6Addr::from(s)
-}
-
-/// A running `ioth serve` in the host namespace; SIGTERMed on drop.
-struct Server {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    ready: Vec<String>,
-}
-
-impl Server {
-    fn start(pair: &VethPair, threads: u8, app: &str, extra: &[&str]) -> Server {
-        Self::start_env(pair, threads, app, extra, &[])
-    }
-
-    fn start_env(
-        pair: &VethPair,
-        threads: u8,
-        app: &str,
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> Server {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", pair.host.name()])
-            .arg(env!("CARGO_BIN_EXE_ioth"))
-            .args([
-                "serve",
-                "--iface",
-                &pair.host_if,
-                "--threads",
-                &threads.to_string(),
-            ])
-            .args([
-                "--ipv4",
-                &format!("{BASE_V4}/24"),
-                "--ipv6",
-                &format!("{BASE_V6}/64"),
-            ])
-            .args(["--app", app])
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start ioth serve");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut s = Server {
-            child,
-            lines: rx,
-            ready: Vec::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = s
-                .lines
-                .recv_timeout(left)
-                .expect("ioth serve did not print its final ready line");
-            let last = line.starts_with("ready threads=");
-            s.ready.push(line);
-            if last {
-                break;
-            }
-        }
-        assert_eq!(s.ready.len(), usize::from(threads) + 1, "{:?}", s.ready);
-        s
-    }
-
-    /// Sends SIGTERM, waits, and returns the exit status and the remaining output.
-    fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let status = self.terminate();
-        let rest = self.lines.try_iter().collect();
-        (status, rest)
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                // Let the reader thread drain the pipe.
-                thread::sleep(Duration::from_millis(100));
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                return self.child.wait().expect("wait");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.terminate();
-        }
-    }
-}
-
-fn peer_ok(ns: &NetNs, program: &str, args: &[&str]) -> (bool, String) {
-    let out = ns
-        .command(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run peer command");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
 
 fn xdp_attached(ns: &NetNs, ifname: &str) -> bool {
     let out = ns
@@ -662,20 +528,6 @@ fn bad_input_is_refused_with_a_clear_error_and_nothing_left_behind() {
     assert!(!xdp_attached(&pair.host, &pair.host_if));
 }
 
-fn ioth_json(ns: &NetNs, args: &[&str]) -> serde_json::Value {
-    let out = ns
-        .command(env!("CARGO_BIN_EXE_ioth"))
-        .args(args)
-        .output()
-        .expect("run ioth");
-    assert!(
-        out.status.success(),
-        "ioth {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
 #[test]
 #[ignore = "privileged: needs root (cargo xtask test)"]
 fn status_and_endpoints_read_a_running_server_from_another_process() {
@@ -914,15 +766,14 @@ fn the_exporter_serves_a_pinned_attachment_with_and_without_a_server() {
     let mut exporter = pair
         .host
         .command(env!("CARGO_BIN_EXE_ioth"))
-        .args(["exporter", "--listen", "19466"])
+        .args(["exporter", "--listen", "19466", "--reap-every", "1"])
         .env(env.0, env.1)
         .stdout(Stdio::piped())
         .spawn()
         .expect("ioth exporter");
     let mut line = String::new();
-    BufReader::new(exporter.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut exporter_out = BufReader::new(exporter.stdout.take().unwrap());
+    exporter_out.read_line(&mut line).unwrap();
     assert!(line.starts_with("metrics http://127.0.0.1:19466"), "{line}");
     let scrape = || {
         let out = pair
@@ -955,6 +806,25 @@ fn the_exporter_serves_a_pinned_attachment_with_and_without_a_server() {
         "{text}"
     );
     assert!(!text.contains("ioth_endpoint_rx_packets_total{"), "{text}");
+    // A server killed with SIGKILL cannot clean up: the exporter reaps its endpoints.
+    let mut killed = Server::start_env(&pair, 2, "http", &[], &[env]);
+    let endpoints = || -> serde_json::Value {
+        let (ok, out, err) = ioth_env(&pair.host, env, &["endpoints", "--json"]);
+        assert!(ok, "{err}");
+        serde_json::from_str(&out).expect("JSON")
+    };
+    let eps = endpoints();
+    assert_eq!(eps.as_array().map(Vec::len), Some(2), "{eps}");
+    killed.child.kill().expect("SIGKILL");
+    let _ = killed.child.wait();
+    line.clear();
+    exporter_out.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("reaped endpoints of dead owners"),
+        "{line}"
+    );
+    let eps = endpoints();
+    assert_eq!(eps.as_array().map(Vec::len), Some(0), "{eps}");
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(exporter.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -20,9 +20,9 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use ioth_common::{
-    Config, Counter, EndpointOwner, EndpointSlot, EndpointStats, FIRST_ENDPOINT_SLOT, Ipv4Key,
-    Ipv6Key, MAX_QUEUES, MacKey, NO_SLOT, PROGRAM_NAME, SLOTS_PER_QUEUE, TRACE_GLOBAL, Trace,
-    map_names, xsk_index,
+    Config, Counter, EndpointOwner, EndpointSlot, EndpointStats, EndpointTx, FIRST_ENDPOINT_SLOT,
+    Ipv4Key, Ipv6Key, MAX_QUEUES, MacKey, NO_SLOT, PROGRAM_NAME, SLOTS_PER_QUEUE, TRACE_GLOBAL,
+    Trace, map_names, xsk_index,
 };
 
 /// The compiled classifier, built by build.rs through aya-build.
@@ -207,6 +207,30 @@ pub struct TestRunDecision {
     pub xsk_index: u32,
 }
 
+/// Writes one endpoint's [`EndpointTx`] counters into the classifier's tx map, for other
+/// processes to read. One system call per write: call it a few times a second, not per packet.
+pub struct TxPublisher {
+    map: Array<MapData, EndpointTx>,
+    slot: u32,
+}
+
+impl fmt::Debug for TxPublisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TxPublisher")
+            .field("slot", &self.slot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TxPublisher {
+    /// Stores `value` as the endpoint's counters.
+    pub fn publish(&mut self, value: &EndpointTx) -> Result<()> {
+        self.map
+            .set(self.slot, value, 0)
+            .map_err(map_err(map_names::EP_TX, "publish"))
+    }
+}
+
 /// The loaded XDP classifier and its maps.
 pub struct Classifier {
     ebpf: Ebpf,
@@ -218,6 +242,9 @@ pub struct Classifier {
     ep_stats: PerCpuArray<MapData, EndpointStats>,
     config: Array<MapData, Config>,
     owners: HashMap<MapData, u32, EndpointOwner>,
+    ep_tx: Array<MapData, EndpointTx>,
+    /// Kernel id of the tx-counter map (writers open their own handle by id).
+    ep_tx_id: u32,
     trace: Option<Array<MapData, Trace>>,
     attachment: Option<(String, AttachMode, XdpLinkId)>,
     endpoints: BTreeMap<u32, EndpointAddrs>,
@@ -289,6 +316,13 @@ impl Classifier {
                 .set(0, Config { flags: 0 }, 0)
                 .map_err(map_err(map_names::CONFIG, "initialise"))?;
         }
+        let ep_tx_id = match ebpf.map(map_names::EP_TX) {
+            Some(aya::maps::Map::Array(data)) => data
+                .info()
+                .map_err(map_err(map_names::EP_TX, "read its id"))?
+                .id(),
+            _ => return Err(ClassifierError::Missing(map_names::EP_TX)),
+        };
         let trace = if opts.trace {
             Some(take(&mut ebpf, map_names::TRACE)?)
         } else {
@@ -302,6 +336,8 @@ impl Classifier {
             counters: take(&mut ebpf, map_names::COUNTERS)?,
             ep_stats: take(&mut ebpf, map_names::EP_STATS)?,
             owners: take(&mut ebpf, map_names::OWNERS)?,
+            ep_tx: take(&mut ebpf, map_names::EP_TX)?,
+            ep_tx_id,
             config,
             trace,
             ebpf,
@@ -556,7 +592,19 @@ impl Classifier {
             })?;
         self.ep_stats
             .set(slot, zero, 0)
-            .map_err(map_err(map_names::EP_STATS, "zero"))
+            .map_err(map_err(map_names::EP_STATS, "zero"))?;
+        self.ep_tx
+            .set(slot, EndpointTx::default(), 0)
+            .map_err(map_err(map_names::EP_TX, "zero"))
+    }
+
+    /// A handle through which `id`'s owner publishes its transmit counters (its own map
+    /// handle, so the owning thread writes without taking the classifier's lock).
+    pub fn tx_publisher(&self, id: EndpointId) -> Result<TxPublisher> {
+        let data = MapData::from_id(self.ep_tx_id).map_err(map_err(map_names::EP_TX, "open"))?;
+        let map = Array::try_from(aya::maps::Map::Array(data))
+            .map_err(map_err(map_names::EP_TX, "open"))?;
+        Ok(TxPublisher { map, slot: id.0 })
     }
 
     /// Removes an endpoint: its addresses and its sockets on every queue.
@@ -657,6 +705,13 @@ impl Classifier {
                 rx_bytes: a.rx_bytes + v.rx_bytes,
                 rx_dropped: a.rx_dropped + v.rx_dropped,
             }))
+    }
+
+    /// The transmit counters `slot`'s owner published last.
+    pub fn endpoint_tx(&self, slot: u32) -> Result<EndpointTx> {
+        self.ep_tx
+            .get(&slot, 0)
+            .map_err(map_err(map_names::EP_TX, "read"))
     }
 
     /// Runs the program once on `frame` with BPF_PROG_TEST_RUN, as if it arrived on

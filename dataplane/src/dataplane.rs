@@ -76,13 +76,16 @@ impl fmt::Debug for Dataplane {
     }
 }
 
-/// Number of rx queues of `iface`, as the kernel reports it in the caller's namespace.
+/// Number of rx queues of `iface` in use, as the kernel reports it in the caller's namespace:
+/// the current channel count from `ethtool -l` (a veth, for one, can have more queues than
+/// it uses), else the device's `numrxqueues`.
 pub fn rx_queues(iface: &str) -> Result<u32, DataplaneError> {
     let err = |why: String| DataplaneError::Queues {
         iface: iface.to_owned(),
         why,
     };
-    // `ip` runs in the calling thread's network namespace (sysfs may show another one).
+    // `ip` and `ethtool` run in the calling thread's network namespace (sysfs may show
+    // another one).
     let out = Command::new("ip")
         .args(["-d", "link", "show", "dev", iface])
         .output()
@@ -92,15 +95,36 @@ pub fn rx_queues(iface: &str) -> Result<u32, DataplaneError> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut words = text.split_whitespace();
+    let mut max = 1;
     while let Some(w) = words.next() {
         if w == "numrxqueues" {
-            return words
+            max = words
                 .next()
                 .and_then(|n| n.parse().ok())
-                .ok_or_else(|| err("unreadable numrxqueues".into()));
+                .ok_or_else(|| err("unreadable numrxqueues".into()))?;
+            break;
         }
     }
-    Ok(1)
+    let current = Command::new("ethtool")
+        .args(["-l", iface])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| current_rx_channels(&String::from_utf8_lossy(&o.stdout)));
+    Ok(current.map_or(max, |c| c.clamp(1, max)))
+}
+
+/// Rx queues in use from `ethtool -l` output: current RX plus Combined channels.
+fn current_rx_channels(text: &str) -> Option<u32> {
+    let current = text.split("Current hardware settings:").nth(1)?;
+    let field = |name: &str| {
+        current
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    Some(field("RX:") + field("Combined:")).filter(|n| *n > 0)
 }
 
 impl Dataplane {
@@ -207,7 +231,9 @@ impl Dataplane {
             }
         }
         let mtu = config.mtu;
-        let device = XskDevice::new(sockets, mtu)?;
+        let mut device = XskDevice::new(sockets, mtu)?;
+        device.set_tx_publisher(self.classifier().tx_publisher(id)?);
+        device.set_capture(crate::capture::register(&self.iface, id.0));
         let stack = Stack::new(device, config, now)?;
         Ok(EndpointStack {
             _guard: guard,
@@ -264,5 +290,22 @@ impl std::ops::Deref for EndpointStack {
 impl std::ops::DerefMut for EndpointStack {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.stack
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::current_rx_channels;
+
+    #[test]
+    fn current_channels_come_from_the_second_block_of_ethtool_l() {
+        let veth = "Channel parameters for v:\nPre-set maximums:\nRX:\t\t2\nTX:\t\t2\nOther:\t\tn/a\nCombined:\tn/a\nCurrent hardware settings:\nRX:\t\t1\nTX:\t\t1\nOther:\t\tn/a\nCombined:\tn/a\n";
+        assert_eq!(current_rx_channels(veth), Some(1));
+        let nic = "Pre-set maximums:\nRX:\t\tn/a\nCombined:\t8\nCurrent hardware settings:\nRX:\t\tn/a\nTX:\t\tn/a\nCombined:\t4\n";
+        assert_eq!(current_rx_channels(nic), Some(4));
+        assert_eq!(
+            current_rx_channels("netlink error: Operation not supported"),
+            None
+        );
     }
 }

@@ -12,9 +12,15 @@ use smoltcp::{
 };
 
 use crate::{
+    capture::{Direction, TapRegistration},
     checksum::{L4Checksum, check_l4},
+    classifier::TxPublisher,
+    retx::RetransmitDetector,
     xsk::{RxPart, TxPart, XskError, XskSocket, wait_readable},
 };
+
+/// How often a device publishes its transmit counters for other processes.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
 /// A smoltcp device that a driver loop can also flush and sleep on.
 pub trait Link: phy::Device {
@@ -37,6 +43,8 @@ pub struct LinkCounters {
     pub tx_frames: u64,
     /// Bytes of those frames.
     pub tx_bytes: u64,
+    /// TCP segments sent again (see [`crate::retx`]).
+    pub tcp_retransmits: u64,
 }
 
 /// The kernel's XDP_STATISTICS, summed over a device's sockets.
@@ -62,14 +70,80 @@ pub struct XskDevice {
     next: usize,
     fds: Vec<RawFd>,
     mtu: usize,
+    watch: Watch,
+}
+
+/// What the device does besides moving frames: counting, retransmission detection, capture
+/// and publishing the counters. Only the owning thread touches it.
+#[derive(Debug, Default)]
+struct Watch {
     counters: LinkCounters,
+    retx: RetransmitDetector,
+    tap: Option<TapRegistration>,
+    publisher: Option<Publisher>,
+}
+
+#[derive(Debug)]
+struct Publisher {
+    to: TxPublisher,
+    at: std::time::Instant,
+    published: LinkCounters,
+}
+
+impl Watch {
+    #[inline]
+    fn capture(&self, dir: Direction, frame: &[u8]) {
+        if let Some(t) = &self.tap
+            && t.tap().active()
+        {
+            t.tap().record(dir, frame);
+        }
+    }
+
+    #[inline]
+    fn sent(&mut self, frame: &[u8]) {
+        self.counters.tx_frames += 1;
+        self.counters.tx_bytes += frame.len() as u64;
+        self.retx.observe(frame);
+        self.capture(Direction::Tx, frame);
+    }
+
+    /// Publishes changed counters at most every [`PUBLISH_EVERY`] (one syscall).
+    fn publish(&mut self) {
+        let Some(p) = &mut self.publisher else {
+            return;
+        };
+        self.counters.tcp_retransmits = self.retx.retransmits();
+        if p.published == self.counters || p.at.elapsed() < PUBLISH_EVERY {
+            return;
+        }
+        let c = self.counters;
+        let value = ioth_common::EndpointTx {
+            tx_packets: c.tx_frames,
+            tx_bytes: c.tx_bytes,
+            tcp_retransmits: c.tcp_retransmits,
+        };
+        if let Err(e) = p.to.publish(&value) {
+            log::debug!("publishing tx counters: {e}");
+        }
+        p.published = c;
+        p.at = std::time::Instant::now();
+    }
+
+    /// How long a sleeping owner may wait before unpublished counters are due.
+    fn publish_due(&self) -> Option<Duration> {
+        let p = self.publisher.as_ref()?;
+        let mut c = self.counters;
+        c.tcp_retransmits = self.retx.retransmits();
+        (p.published != c).then(|| PUBLISH_EVERY.saturating_sub(p.at.elapsed()))
+    }
 }
 
 impl std::fmt::Debug for XskDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XskDevice")
             .field("queues", &self.rx.len())
-            .field("counters", &self.counters)
+            .field("counters", &self.counters())
             .finish_non_exhaustive()
     }
 }
@@ -98,13 +172,29 @@ impl XskDevice {
             next: 0,
             fds,
             mtu,
-            counters: LinkCounters::default(),
+            watch: Watch::default(),
         })
     }
 
     /// The link's counters.
     pub fn counters(&self) -> LinkCounters {
-        self.counters
+        let mut c = self.watch.counters;
+        c.tcp_retransmits = self.watch.retx.retransmits();
+        c
+    }
+
+    /// Lets `ioth capture` see this device's frames (one relaxed load per frame otherwise).
+    pub fn set_capture(&mut self, tap: TapRegistration) {
+        self.watch.tap = Some(tap);
+    }
+
+    /// Publishes the transmit counters through `to`, a few times a second while they change.
+    pub fn set_tx_publisher(&mut self, to: TxPublisher) {
+        self.watch.publisher = Some(Publisher {
+            to,
+            at: std::time::Instant::now(),
+            published: LinkCounters::default(),
+        });
     }
 
     /// The kernel's XDP_STATISTICS of the device's sockets, summed (one syscall per socket:
@@ -157,7 +247,7 @@ impl phy::RxToken for XskRxToken<'_> {
 #[derive(Debug)]
 pub struct XskTxToken<'a> {
     tx: &'a mut TxPart,
-    counters: &'a mut LinkCounters,
+    watch: &'a mut Watch,
 }
 
 impl phy::TxToken for XskTxToken<'_> {
@@ -167,10 +257,13 @@ impl phy::TxToken for XskTxToken<'_> {
     {
         // `transmit`/`receive` only hand out a token when `ready()` said a frame is free,
         // and nothing else takes frames from this TxPart in between.
-        self.counters.tx_frames += 1;
-        self.counters.tx_bytes += len as u64;
+        let watch = self.watch;
         let mut f = Some(f);
-        let sent = self.tx.send(len, |buf| f.take().map(|f| f(buf)));
+        let sent = self.tx.send(len, |buf| {
+            let r = f.take().map(|f| f(buf));
+            watch.sent(buf);
+            r
+        });
         match (sent.flatten(), f.take()) {
             (Some(r), _) => r,
             (None, Some(f)) => {
@@ -196,17 +289,22 @@ impl phy::Device for XskDevice {
         for k in 0..n {
             let i = (self.next + k) % n;
             while let Some(mut desc) = self.rx[i].next_frame() {
-                let verdict = self.rx[i].with_frame(&mut desc, check_l4);
+                let watch = &mut self.watch;
+                let verdict = self.rx[i].with_frame(&mut desc, |frame| {
+                    let v = check_l4(frame);
+                    watch.capture(Direction::Rx, frame);
+                    v
+                });
                 match verdict {
                     L4Checksum::Invalid => {
-                        self.counters.rx_bad_checksum += 1;
+                        self.watch.counters.rx_bad_checksum += 1;
                         self.rx[i].release(desc);
                         continue;
                     }
-                    L4Checksum::Completed => self.counters.rx_partial_checksum += 1,
+                    L4Checksum::Completed => self.watch.counters.rx_partial_checksum += 1,
                     L4Checksum::Valid | L4Checksum::NotL4 => {}
                 }
-                self.counters.rx_frames += 1;
+                self.watch.counters.rx_frames += 1;
                 self.next = i;
                 return Some((
                     XskRxToken {
@@ -215,7 +313,7 @@ impl phy::Device for XskDevice {
                     },
                     XskTxToken {
                         tx: &mut self.tx,
-                        counters: &mut self.counters,
+                        watch: &mut self.watch,
                     },
                 ));
             }
@@ -229,7 +327,7 @@ impl phy::Device for XskDevice {
         }
         Some(XskTxToken {
             tx: &mut self.tx,
-            counters: &mut self.counters,
+            watch: &mut self.watch,
         })
     }
 
@@ -251,6 +349,7 @@ impl phy::Device for XskDevice {
 impl Link for XskDevice {
     fn flush(&mut self) -> io::Result<()> {
         self.tx.flush().map_err(io::Error::other)?;
+        self.watch.publish();
         self.sync()
     }
 
@@ -258,6 +357,11 @@ impl Link for XskDevice {
         if self.rx.iter_mut().any(|r| r.fetch() > 0) {
             return Ok(());
         }
+        // Counters not yet published cut the sleep short, so other processes see them.
+        let timeout = match (timeout, self.watch.publish_due()) {
+            (Some(t), Some(d)) => Some(t.min(d)),
+            (t, d) => t.or(d),
+        };
         let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
         wait_readable(&self.fds, ms).map_err(io::Error::other)?;
         Ok(())

@@ -12,12 +12,12 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::loaded_programs,
 };
 use ioth_common::{
-    Counter, EndpointOwner, EndpointSlot, EndpointStats, Ipv4Key, Ipv6Key, MacKey, PROGRAM_NAME,
-    map_names,
+    Counter, EndpointOwner, EndpointSlot, EndpointStats, EndpointTx, Ipv4Key, Ipv6Key, MacKey,
+    PROGRAM_NAME, map_names,
 };
 
 use crate::classifier::VerdictCounters;
@@ -81,6 +81,12 @@ pub struct EndpointView {
     pub rx_bytes: u64,
     /// Frames it owns that found no socket.
     pub rx_dropped: u64,
+    /// Frames its stack sent (published by the owner a few times a second).
+    pub tx_packets: u64,
+    /// Bytes its stack sent.
+    pub tx_bytes: u64,
+    /// TCP segments its stack sent again.
+    pub tcp_retransmits: u64,
 }
 
 /// The maps of an attached classifier, opened read-only by id.
@@ -190,6 +196,7 @@ impl ClassifierView {
         let data = MapData::from_id(*id).map_err(|e| read_err(name, e))?;
         Ok(match name {
             map_names::COUNTERS | map_names::EP_STATS => Map::PerCpuArray(data),
+            map_names::EP_TX => Map::Array(data),
             _ => Map::HashMap(data),
         })
     }
@@ -264,7 +271,16 @@ impl ClassifierView {
             .map(map_names::EP_STATS)?
             .try_into()
             .map_err(|e| read_err("endpoint stats", e))?;
+        let tx: Option<Array<MapData, EndpointTx>> = self
+            .map(map_names::EP_TX)
+            .ok()
+            .and_then(|m| m.try_into().ok());
         for e in eps.values_mut() {
+            if let Some(t) = tx.as_ref().and_then(|t| t.get(&e.slot, 0).ok()) {
+                e.tx_packets = t.tx_packets;
+                e.tx_bytes = t.tx_bytes;
+                e.tcp_retransmits = t.tcp_retransmits;
+            }
             e.ipv4.sort();
             e.ipv6.sort();
             e.owner_alive =
@@ -308,5 +324,8 @@ fn blank(slot: u32) -> EndpointView {
         rx_packets: 0,
         rx_bytes: 0,
         rx_dropped: 0,
+        tx_packets: 0,
+        tx_bytes: 0,
+        tcp_retransmits: 0,
     }
 }

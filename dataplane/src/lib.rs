@@ -62,6 +62,7 @@
 
 pub mod aio;
 pub mod blocking;
+pub mod capture;
 pub mod checksum;
 pub mod classifier;
 pub mod dataplane;
@@ -69,6 +70,7 @@ pub mod device;
 pub mod inspect;
 pub mod netns;
 pub mod pin;
+pub mod retx;
 pub mod sim;
 pub mod stack;
 pub mod tap;

@@ -30,6 +30,7 @@ pub const PINNED_MAPS: &[&str] = &[
     map_names::EP_STATS,
     map_names::CONFIG,
     map_names::OWNERS,
+    map_names::EP_TX,
 ];
 
 /// Where bpffs is expected, unless `IOTH_BPFFS` names another bpffs mount.

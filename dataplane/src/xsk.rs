@@ -119,6 +119,31 @@ pub struct FrameAccount {
     kernel_rx: AtomicU64,
     user: AtomicU64,
     kernel_tx: AtomicU64,
+    /// Sampled (once per loop iteration of each socket's owner): frames waiting on the
+    /// queue's rx rings, and frames consumed from them but not yet handed to a stack.
+    rx_ring: AtomicU64,
+    rx_batch: AtomicU64,
+}
+
+/// A queue's frames in the six states of their cycle (free → fill → rx → stack → tx →
+/// completion → free). `free`, `stack` + `rx` and `tx` + `completion` + `fill` come from the
+/// exact accounting; how many of the kernel's frames already sit on an rx ring and how many
+/// of the user's are still in a received batch is sampled from the ring indices by each
+/// socket's owner once per loop iteration, and the completion ring is read when asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameStates {
+    /// On the free list or a tx cache.
+    pub free: u64,
+    /// In the fill ring or held by the kernel for reception.
+    pub fill: u64,
+    /// Received: on an rx ring, or taken from it and not yet handed to a stack.
+    pub rx: u64,
+    /// Handed to a stack and not yet released.
+    pub stack: u64,
+    /// Written for transmission: on a tx ring or held by the kernel.
+    pub tx: u64,
+    /// Transmitted, waiting on the completion ring.
+    pub completion: u64,
 }
 
 /// A snapshot of [`FrameAccount`].
@@ -293,6 +318,33 @@ impl QueueUmem {
         self.account.snapshot()
     }
 
+    /// The frames by state of their cycle (see [`FrameStates`]; one lock, for metrics).
+    pub fn frame_states(&self) -> FrameStates {
+        let completion = {
+            let mut shared = self.lock();
+            shared
+                .fill
+                .as_mut()
+                .map_or(0, |(_, cq)| u64::from(cq.nb_avail_exact()))
+        };
+        let c = self.account.snapshot();
+        let ring = self
+            .account
+            .rx_ring
+            .load(Ordering::Relaxed)
+            .min(c.kernel_rx);
+        let batch = self.account.rx_batch.load(Ordering::Relaxed).min(c.user);
+        let completion = completion.min(c.kernel_tx);
+        FrameStates {
+            free: c.free,
+            fill: c.kernel_rx - ring,
+            rx: ring + batch,
+            stack: c.user - batch,
+            tx: c.kernel_tx - completion,
+            completion,
+        }
+    }
+
     /// The UMEM's frame count.
     pub fn frame_count(&self) -> u64 {
         u64::from(self.config.frames)
@@ -357,6 +409,7 @@ impl QueueUmem {
                             len: 0,
                             recycle: Vec::with_capacity(ring),
                             released: 0,
+                            sampled: (0, 0),
                         },
                         tx: TxPart {
                             queue: Arc::clone(self),
@@ -448,6 +501,8 @@ pub struct RxPart {
     recycle: Vec<FrameDesc>,
     /// Frames released since the last sync (for the accounting).
     released: usize,
+    /// This socket's share of the queue's sampled `rx_ring` / `rx_batch`.
+    sampled: (u64, u64),
 }
 
 impl fmt::Debug for RxPart {
@@ -528,6 +583,7 @@ impl RxPart {
         q.account
             .moved(&q.account.user, &q.account.free, self.released);
         self.released = 0;
+        self.sample();
         let needs_wakeup = {
             let mut shared = q.lock();
             shared.free.append(&mut self.recycle);
@@ -540,6 +596,26 @@ impl RxPart {
             wait_readable(&[self.fd], 0)?;
         }
         Ok(())
+    }
+}
+
+impl RxPart {
+    /// Publishes this socket's rx-ring and batch occupancy to the queue's account (two
+    /// relaxed adds when they changed; the ring's producer index is one load).
+    fn sample(&mut self) {
+        let now = (
+            u64::from(self.ring.nb_avail_exact()),
+            (self.len - self.pos) as u64,
+        );
+        let (ring, batch) = self.sampled;
+        if now != self.sampled {
+            let a = &self.queue.account;
+            a.rx_ring
+                .fetch_add(now.0.wrapping_sub(ring), Ordering::Relaxed);
+            a.rx_batch
+                .fetch_add(now.1.wrapping_sub(batch), Ordering::Relaxed);
+            self.sampled = now;
+        }
     }
 }
 
@@ -652,6 +728,9 @@ impl Drop for RxPart {
         }
         q.account
             .moved(&q.account.user, &q.account.free, self.released);
+        let (ring, batch) = self.sampled;
+        q.account.rx_ring.fetch_sub(ring, Ordering::Relaxed);
+        q.account.rx_batch.fetch_sub(batch, Ordering::Relaxed);
         let mut shared = q.lock();
         shared.free.append(&mut self.recycle);
     }

@@ -26,6 +26,12 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("curl", "tests and demo: HTTP peer"),
     ("socat", "tests and demo: TCP/UDP peer"),
     ("tcpdump", "tests: reads ioth's pcap"),
+    ("tcpreplay", "tests: floods hostile frames"),
+    ("prometheus", "tests: promtool and a real scraper"),
+    (
+        "nftables",
+        "tests: a peer that drops segments (retransmissions)",
+    ),
     (
         "bpftool",
         "tests: inspect the classifier's maps from outside",

@@ -57,6 +57,9 @@ pub mod map_names {
     /// `HashMap<u32, EndpointOwner>`: who owns each slot (user space only; the program never
     /// reads it). Lets `ioth endpoints` name owners and find dead ones.
     pub const OWNERS: &str = "IOTH_OWNERS";
+    /// `Array<EndpointTx>`, indexed by slot: the owner's transmit counters, written by the
+    /// owning process a few times a second (the program never reads it).
+    pub const EP_TX: &str = "IOTH_EP_TX";
 }
 
 /// Name of the XDP program in the object file.
@@ -138,6 +141,20 @@ pub struct EndpointStats {
     pub rx_bytes: u64,
     /// Frames the endpoint owns that found no socket on their rx queue and were dropped.
     pub rx_dropped: u64,
+}
+
+/// Per-endpoint transmit counters (one entry of [`map_names::EP_TX`]). The classifier never
+/// sees transmitted frames (AF_XDP sends them past it), so the endpoint's owner publishes
+/// them here for other processes (`ioth endpoints`, `ioth top`, `ioth exporter`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EndpointTx {
+    /// Frames the endpoint's stack transmitted.
+    pub tx_packets: u64,
+    /// Bytes of those frames (Ethernet header included).
+    pub tx_bytes: u64,
+    /// TCP segments the stack sent again (retransmissions seen on the wire).
+    pub tcp_retransmits: u64,
 }
 
 /// The classifier's run-time configuration (one entry of [`map_names::CONFIG`]).
@@ -264,6 +281,7 @@ const _: () = assert!(core::mem::size_of::<Ipv4Key>() == 4);
 const _: () = assert!(core::mem::size_of::<Ipv6Key>() == 16);
 const _: () = assert!(core::mem::size_of::<EndpointSlot>() == 4);
 const _: () = assert!(core::mem::size_of::<EndpointStats>() == 24);
+const _: () = assert!(core::mem::size_of::<EndpointTx>() == 24);
 const _: () = assert!(core::mem::size_of::<Config>() == 4);
 const _: () = assert!(core::mem::size_of::<Trace>() == 16);
 const _: () = assert!(core::mem::size_of::<EndpointOwner>() == 16);
@@ -288,6 +306,7 @@ mod pod {
         Ipv6Key,
         EndpointSlot,
         EndpointStats,
+        EndpointTx,
         Config,
         Trace,
         EndpointOwner

@@ -18,9 +18,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use ioth_common::{
-    Config, Counter, EndpointOwner, EndpointSlot, EndpointStats, FANOUT_SLOT, FIRST_ENDPOINT_SLOT,
-    Ipv4Key, Ipv6Key, MAX_ENDPOINTS, MAX_QUEUES, MacKey, NO_SLOT, SLOTS_PER_QUEUE, Trace,
-    XSK_MAP_ENTRIES, wire::*, xsk_index,
+    Config, Counter, EndpointOwner, EndpointSlot, EndpointStats, EndpointTx, FANOUT_SLOT,
+    FIRST_ENDPOINT_SLOT, Ipv4Key, Ipv6Key, MAX_ENDPOINTS, MAX_QUEUES, MacKey, NO_SLOT,
+    SLOTS_PER_QUEUE, Trace, XSK_MAP_ENTRIES, wire::*, xsk_index,
 };
 
 #[map(name = "IOTH_BY_MAC")]
@@ -47,6 +47,9 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// Who owns each slot: written and read by user space only (`ioth endpoints`).
 #[map(name = "IOTH_OWNERS")]
 static OWNERS: HashMap<u32, EndpointOwner> = HashMap::with_max_entries(SLOTS_PER_QUEUE, 0);
+
+#[map(name = "IOTH_EP_TX")]
+static EP_TX: Array<EndpointTx> = Array::with_max_entries(SLOTS_PER_QUEUE, 0);
 
 #[map(name = "IOTH_TRACE")]
 static TRACE: Array<Trace> = Array::with_max_entries(1, 0);
@@ -228,9 +231,10 @@ fn trace(slot: u32, index: u32) {
     if IOTH_TRACE_ON.load() == 0 {
         return;
     }
-    // Referenced here (tracing only) so that the owners map belongs to the program's maps:
-    // `ioth endpoints` finds it through the program attached to an interface.
+    // Referenced here (tracing only) so that the owners and tx maps belong to the program's maps:
+    // `ioth endpoints` finds them through the program attached to an interface.
     let _ = OWNERS.get_ptr(0u32);
+    let _ = EP_TX.get_ptr(0);
     if let Some(t) = TRACE.get_ptr_mut(0) {
         // SAFETY: array slot 0 exists for the map's lifetime; tracing is used by a single
         // test thread, so no concurrent writer.
