@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (ADDR: IP:PORT, or PORT for loopback).
     #[arg(long)]
     pub metrics: Option<String>,
+    /// First thread's MAC; thread i gets it plus i (default: locally administered, derived
+    /// from the interface name and the thread index).
+    #[arg(long)]
+    pub mac: Option<String>,
     /// Use addresses even if a host interface has them configured.
     #[arg(long)]
     pub force: bool,
@@ -186,6 +190,37 @@ pub fn thread_mac(iface: &str, index: u16) -> [u8; 6] {
     let h = h.to_be_bytes();
     let i = index.to_be_bytes();
     [0x02, h[1], h[2], h[3], i[0], i[1]]
+}
+
+/// Parses a unicast MAC `aa:bb:cc:dd:ee:ff`.
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let bytes: Vec<u8> = s
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|v: &Vec<u8>| v.len() == 6 && s.len() == 17)
+        .with_context(|| format!("--mac {s:?}: expected six hex bytes like 02:00:00:00:10:00"))?;
+    let mac: [u8; 6] = bytes.try_into().expect("six bytes");
+    if mac[0] & 1 != 0 || mac == [0; 6] {
+        bail!("--mac {s}: must be a unicast, non-zero MAC");
+    }
+    Ok(mac)
+}
+
+/// `base` plus `i`, carried through the last two bytes.
+fn nth_mac(base: [u8; 6], i: u16) -> Result<[u8; 6]> {
+    let low = u16::from_be_bytes([base[4], base[5]])
+        .checked_add(i)
+        .with_context(|| {
+            format!(
+                "--mac {} with {} threads overflows",
+                format_mac(base),
+                i + 1
+            )
+        })?;
+    let [a, b] = low.to_be_bytes();
+    Ok([base[0], base[1], base[2], base[3], a, b])
 }
 
 /// Addresses configured on host interfaces (in this namespace), from `ip -o addr`.
@@ -487,6 +522,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let v6 = args.ipv6.as_deref().map(parse_cidr6).transpose()?;
     let mut configs = Vec::new();
     let host = host_addresses()?;
+    let base_mac = args.mac.as_deref().map(parse_mac).transpose()?;
     for i in 0..args.threads {
         let ip4 = nth_v4(v4, i)?;
         let ip6 = v6.map(|(a, p)| nth_v6(a, i).map(|a| (a, p))).transpose()?;
@@ -496,7 +532,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             }
         }
         configs.push(StackConfig {
-            mac: thread_mac(&args.iface, i),
+            mac: match base_mac {
+                Some(m) => nth_mac(m, i)?,
+                None => thread_mac(&args.iface, i),
+            },
             ipv4: vec![(ip4, p4)],
             ipv6: ip6.into_iter().collect(),
             gateway_v4: args.gateway4,
@@ -686,6 +725,22 @@ mod tests {
         assert!(nth_v4(b, 5).is_err());
         let b6: Ipv6Addr = "fd00::ffff".parse().unwrap();
         assert!(nth_v6(b6, 1).is_err());
+    }
+
+    #[test]
+    fn macs_are_parsed_counted_and_bad_ones_refused() {
+        let m = parse_mac("02:00:00:00:10:ff").unwrap();
+        assert_eq!(nth_mac(m, 2).unwrap(), [2, 0, 0, 0, 0x11, 1]);
+        assert!(nth_mac([2, 0, 0, 0, 0xff, 0xff], 1).is_err());
+        for bad in [
+            "01:00:00:00:00:01",
+            "00:00:00:00:00:00",
+            "02:00:00:00:10",
+            "zz:00:00:00:00:01",
+            "2:0:0:0:10:1",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct TopArgs {
     /// Stop after this many refreshes (default: until `q`, or forever with --batch).
     #[arg(short = 'n', long)]
     pub iterations: Option<u64>,
+    /// Batch mode printing one JSON array per refresh (one line each).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Column the table is sorted by (descending).
@@ -67,7 +70,7 @@ impl SortBy {
 }
 
 /// One endpoint's rates between two readings.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 struct Rates {
     iface: String,
     slot: u32,
@@ -205,7 +208,7 @@ pub fn run(args: &TopArgs) -> Result<()> {
     let interval = Duration::from_secs_f64(args.interval);
     let mut sampler = Sampler::default();
     let first = sampler.sample(&ifaces)?;
-    if args.batch || !std::io::stdout().is_terminal() {
+    if args.batch || args.json || !std::io::stdout().is_terminal() {
         return batch(args, &ifaces, interval, &mut sampler);
     }
     let mut terminal = ratatui::try_init().context("setting up the terminal")?;
@@ -221,6 +224,10 @@ fn batch(args: &TopArgs, ifaces: &[String], interval: Duration, s: &mut Sampler)
         let mut rows = s.sample(ifaces)?;
         sort(&mut rows, SortBy::Packets);
         n += 1;
+        if args.json {
+            println!("{}", serde_json::to_string(&rows)?);
+            continue;
+        }
         println!("ioth top — {} endpoint(s), refresh {n}", rows.len());
         println!(
             "{:<12} {:>5} {:<24} {:>6} {:>14} {:>9} {:>9} {:>9} {:>9} {:>7} {:>8}",

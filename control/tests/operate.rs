@@ -222,6 +222,15 @@ fn top_shows_rates_in_text_and_full_screen_and_quits_on_q() {
     };
     assert!(rate(5) > 0.0 && rate(7) > 0.0, "rx/tx rates: {first_row}");
 
+    // JSON, one array per refresh.
+    let out = ioth(&pair.host)
+        .args(["top", "--json", "-n", "1", "--interval", "0.5"])
+        .output()
+        .expect("ioth top --json");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(rows[0]["endpoint"], busy.as_str(), "{rows}");
+    assert!(rows[0]["rx_pps"].as_f64().unwrap_or(0.0) > 0.0, "{rows}");
+
     // The full-screen view under a pseudo-terminal (script), answered with "q".
     let inner = format!(
         "stty cols 140 rows 20; exec {} top --interval 0.3",

@@ -676,6 +676,48 @@ fn a_pinned_attachment_outlives_servers_and_dead_owners_are_reaped() {
         &["-sS", "-m", "5", &format!("http://{}/", v4(1))],
     );
     assert!(ok && body.contains("thread 1"));
+    // Another server on the same attachment while this one runs: an address the first one
+    // owns is refused, and so are new addresses (the kernel gives each queue one UMEM, so one
+    // process per interface); each is a clear error that leaves nothing behind.
+    let count = || {
+        let (_, eps, _) = ioth_env(&pair.host, env, &["endpoints", "--iface", &iface, "--json"]);
+        serde_json::from_str::<serde_json::Value>(&eps)
+            .unwrap()
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let (ok, _, err) = ioth_env(
+        &pair.host,
+        env,
+        &[
+            "serve",
+            "--iface",
+            &iface,
+            "--ipv4",
+            &format!("{}/24", v4(1)),
+            "--mac",
+            "02:00:00:00:aa:00",
+        ],
+    );
+    assert!(
+        !ok && err.contains(&format!("{} is already claimed", v4(1))),
+        "{err}"
+    );
+    let (ok, _, err) = ioth_env(
+        &pair.host,
+        env,
+        &[
+            "serve",
+            "--iface",
+            &iface,
+            "--ipv4",
+            "10.99.0.31/24",
+            "--mac",
+            "02:00:00:00:aa:00",
+        ],
+    );
+    assert!(!ok && err.contains("one process per interface"), "{err}");
+    assert_eq!(count(), 2, "a failed server left endpoints behind");
     let (st, rest) = server.stop();
     assert!(st.success());
     assert!(

@@ -424,8 +424,23 @@ impl QueueUmem {
                     return Ok(socket);
                 }
                 Err(e) => {
-                    log::debug!("bind {} queue {} ({mode:?}): {e}", self.iface, self.queue);
-                    last_err = e.to_string();
+                    let os = std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<std::io::Error>())
+                        .and_then(std::io::Error::raw_os_error);
+                    log::debug!(
+                        "bind {} queue {} ({mode:?}): {e} ({os:?})",
+                        self.iface,
+                        self.queue
+                    );
+                    last_err = match os {
+                        // The kernel allows one UMEM per (device, queue).
+                        Some(libc::EBUSY) => "the queue is already bound to another AF_XDP \
+                            socket's UMEM (another ioth serve, or any AF_XDP program, on this \
+                            interface): one process per interface"
+                            .to_owned(),
+                        Some(errno) => format!("{e}: {}", std::io::Error::from_raw_os_error(errno)),
+                        None => e.to_string(),
+                    };
                 }
             }
         }
