@@ -42,11 +42,15 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     for iface in interfaces(&args.iface)? {
         let v = ClassifierView::open(&iface).with_context(|| format!("inspecting {iface}"))?;
         let counters = v.counters()?;
-        let endpoints = v.endpoints()?.len();
+        let eps = v.endpoints()?;
+        let endpoints = eps.len();
+        // Published by each endpoint's owner; all sockets of an interface bind alike.
+        let xsk = eps.iter().map(|e| e.xsk).find(|m| *m != "-").unwrap_or("-");
         rows.push(serde_json::json!({
             "iface": iface,
             "program_id": v.attachment().program_id,
             "mode": v.attachment().mode,
+            "xsk": xsk,
             "queues": v.attachment().queues,
             "pinned": ioth_dataplane::pin::is_pinned(&iface),
             "endpoints": endpoints,
@@ -67,10 +71,11 @@ pub fn status(args: &StatusArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:>8} {:<7} {:<6} {:>6} {:>9} {:>12} {:>12} {:>8} {:>8}",
+        "{:<16} {:>8} {:<7} {:<9} {:<6} {:>6} {:>9} {:>12} {:>12} {:>8} {:>8}",
         "IFACE",
         "PROG",
         "MODE",
+        "XSK",
         "PINNED",
         "QUEUES",
         "ENDPOINTS",
@@ -81,10 +86,11 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     );
     for r in rows {
         println!(
-            "{:<16} {:>8} {:<7} {:<6} {:>6} {:>9} {:>12} {:>12} {:>8} {:>8}",
+            "{:<16} {:>8} {:<7} {:<9} {:<6} {:>6} {:>9} {:>12} {:>12} {:>8} {:>8}",
             r["iface"].as_str().unwrap_or(""),
             n(&r["program_id"]),
             r["mode"].as_str().unwrap_or(""),
+            r["xsk"].as_str().unwrap_or("-"),
             if r["pinned"] == true { "yes" } else { "no" },
             n(&r["queues"]),
             n(&r["endpoints"]),

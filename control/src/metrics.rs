@@ -202,6 +202,7 @@ pub fn render_attached(only: Option<&str>) -> Result<String> {
                     tx_packets: e.tx_packets,
                     tx_bytes: e.tx_bytes,
                     tcp_retransmits: e.tcp_retransmits,
+                    ..Default::default()
                 },
             };
             fams.endpoint(&l, &c);

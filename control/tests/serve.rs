@@ -545,6 +545,7 @@ fn status_and_endpoints_read_a_running_server_from_another_process() {
     let s = &status.as_array().expect("list")[0];
     assert_eq!(s["iface"], pair.host_if.as_str());
     assert_eq!(s["mode"], "driver");
+    assert_eq!(s["xsk"], "copy", "veth binds in copy mode");
     assert_eq!(s["queues"], 2);
     assert_eq!(s["endpoints"], 2);
     assert!(s["program_id"].as_u64().unwrap() > 0);

@@ -88,6 +88,7 @@ struct Publisher {
     to: TxPublisher,
     at: std::time::Instant,
     published: LinkCounters,
+    bind: u64,
 }
 
 impl Watch {
@@ -122,6 +123,7 @@ impl Watch {
             tx_packets: c.tx_frames,
             tx_bytes: c.tx_bytes,
             tcp_retransmits: c.tcp_retransmits,
+            bind: p.bind,
         };
         if let Err(e) = p.to.publish(&value) {
             log::debug!("publishing tx counters: {e}");
@@ -189,11 +191,25 @@ impl XskDevice {
     }
 
     /// Publishes the transmit counters through `to`, a few times a second while they change.
-    pub fn set_tx_publisher(&mut self, to: TxPublisher) {
+    pub fn set_tx_publisher(&mut self, mut to: TxPublisher) {
+        let bind = match self.rx.first().and_then(|r| r.queue().mode()) {
+            Some(crate::xsk::BindMode::ZeroCopy) => ioth_common::BIND_ZEROCOPY,
+            Some(crate::xsk::BindMode::Copy) => ioth_common::BIND_COPY,
+            None => ioth_common::BIND_UNKNOWN,
+        };
+        // The bind mode is known now; counters follow as they change.
+        let first = ioth_common::EndpointTx {
+            bind,
+            ..Default::default()
+        };
+        if let Err(e) = to.publish(&first) {
+            log::debug!("publishing the bind mode: {e}");
+        }
         self.watch.publisher = Some(Publisher {
             to,
             at: std::time::Instant::now(),
             published: LinkCounters::default(),
+            bind,
         });
     }
 

@@ -87,6 +87,8 @@ pub struct EndpointView {
     pub tx_bytes: u64,
     /// TCP segments its stack sent again.
     pub tcp_retransmits: u64,
+    /// How its AF_XDP sockets are bound: `copy`, `zero-copy`, or `-` (not published).
+    pub xsk: &'static str,
 }
 
 /// The maps of an attached classifier, opened read-only by id.
@@ -280,6 +282,11 @@ impl ClassifierView {
                 e.tx_packets = t.tx_packets;
                 e.tx_bytes = t.tx_bytes;
                 e.tcp_retransmits = t.tcp_retransmits;
+                e.xsk = match t.bind {
+                    ioth_common::BIND_COPY => "copy",
+                    ioth_common::BIND_ZEROCOPY => "zero-copy",
+                    _ => "-",
+                };
             }
             e.ipv4.sort();
             e.ipv6.sort();
@@ -327,5 +334,6 @@ fn blank(slot: u32) -> EndpointView {
         tx_packets: 0,
         tx_bytes: 0,
         tcp_retransmits: 0,
+        xsk: "-",
     }
 }

@@ -155,7 +155,17 @@ pub struct EndpointTx {
     pub tx_bytes: u64,
     /// TCP segments the stack sent again (retransmissions seen on the wire).
     pub tcp_retransmits: u64,
+    /// How the endpoint's AF_XDP sockets are bound: [`BIND_UNKNOWN`], [`BIND_COPY`] or
+    /// [`BIND_ZEROCOPY`].
+    pub bind: u64,
 }
+
+/// [`EndpointTx::bind`]: not published yet.
+pub const BIND_UNKNOWN: u64 = 0;
+/// [`EndpointTx::bind`]: XDP_COPY.
+pub const BIND_COPY: u64 = 1;
+/// [`EndpointTx::bind`]: XDP_ZEROCOPY.
+pub const BIND_ZEROCOPY: u64 = 2;
 
 /// The classifier's run-time configuration (one entry of [`map_names::CONFIG`]).
 #[repr(C)]
@@ -281,7 +291,7 @@ const _: () = assert!(core::mem::size_of::<Ipv4Key>() == 4);
 const _: () = assert!(core::mem::size_of::<Ipv6Key>() == 16);
 const _: () = assert!(core::mem::size_of::<EndpointSlot>() == 4);
 const _: () = assert!(core::mem::size_of::<EndpointStats>() == 24);
-const _: () = assert!(core::mem::size_of::<EndpointTx>() == 24);
+const _: () = assert!(core::mem::size_of::<EndpointTx>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 4);
 const _: () = assert!(core::mem::size_of::<Trace>() == 16);
 const _: () = assert!(core::mem::size_of::<EndpointOwner>() == 16);
