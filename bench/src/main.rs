@@ -9,6 +9,7 @@
 
 mod harness;
 mod load;
+mod stack;
 mod sys;
 
 use std::{
@@ -36,6 +37,8 @@ enum Cmd {
     Classifier(ClassifierArgs),
     /// ioth side by side with the kernel stack: UDP echo and TCP request/response.
     Compare(harness::CompareArgs),
+    /// Cost of a packet through a stack as its socket count grows (in-memory link).
+    Stack(stack::StackArgs),
     /// The kernel reference server (started by `compare` in the server namespace).
     #[command(hide = true)]
     KernelServer(KernelServerArgs),
@@ -260,6 +263,7 @@ fn main() {
     let r = match &cli.command {
         Cmd::Classifier(a) => classifier_bench(a),
         Cmd::Compare(a) => harness::run(a),
+        Cmd::Stack(a) => stack::run(a),
         Cmd::KernelServer(a) => load::kernel_server(&a.ips, a.threads, a.port, a.reuseport),
     };
     if let Err(e) = r {

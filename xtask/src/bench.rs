@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: builds the benchmark programs in release mode and runs them.
 //!
-//! `ioth-bench classifier` (the classifier's cost per frame) and `ioth-bench compare` (ioth
+//! `ioth-bench classifier` (the classifier's cost per frame), `ioth-bench stack` (a packet's
+//! cost through a stack as its socket count grows) and `ioth-bench compare` (ioth
 //! side by side with kernel sockets on a veth pair). Results go to `bench/results/`;
 //! `--quick` is the smoke mode that `cargo xtask test` also runs (results elsewhere).
 
@@ -30,6 +31,12 @@ pub fn run_benchmarks(quick: bool, dir: &str) -> Result<()> {
     let bench = root().join("target/release/ioth-bench");
     let mut c = command(&bench);
     c.args(["classifier", "--json", &format!("{dir}/classifier.json")]);
+    if quick {
+        c.arg("--quick");
+    }
+    cmd::run(&mut c)?;
+    let mut c = command(&bench);
+    c.args(["stack", "--json", &format!("{dir}/stack.json")]);
     if quick {
         c.arg("--quick");
     }
