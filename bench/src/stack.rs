@@ -17,12 +17,11 @@ use std::{
 
 use anyhow::{Result, bail};
 use ioth_dataplane::{
-    Stack, StackConfig, TcpListener,
+    SocketHandle, Stack, StackConfig, TcpListener,
     sim::{self, Impairments, SimLink},
 };
 use serde::Serialize;
 use smoltcp::{
-    iface::SocketHandle,
     socket::{tcp, udp},
     time::Instant,
     wire::{IpAddress, IpEndpoint},
@@ -108,7 +107,7 @@ fn connect(
         // Keep up to 64 handshakes in flight.
         while pending.len() < 64 && accepted + pending.len() < n {
             let h = b.tcp_socket()?;
-            b.connect_tcp(h, IpEndpoint::new(IpAddress::Ipv4(A), IDLE), next_port)?;
+            let h = b.connect_tcp(h, IpEndpoint::new(IpAddress::Ipv4(A), IDLE), next_port)?;
             next_port = next_port.wrapping_add(1).max(10_000);
             pending.push(h);
         }

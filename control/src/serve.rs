@@ -29,11 +29,10 @@ macro_rules! say {
     }};
 }
 use ioth_dataplane::{
-    Congestion, Dataplane, DataplaneOptions, ModeRequest, StackConfig, TcpListener,
+    Congestion, Dataplane, DataplaneOptions, ModeRequest, SocketHandle, StackConfig, TcpListener,
     classifier::format_mac,
 };
 use smoltcp::{
-    iface::SocketHandle,
     socket::{tcp, udp},
     time::Instant,
 };

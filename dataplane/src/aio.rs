@@ -22,7 +22,6 @@ use std::{
 };
 
 use smoltcp::{
-    iface::SocketHandle,
     socket::{tcp, udp},
     time::Instant,
     wire::IpEndpoint,
@@ -32,7 +31,10 @@ use tokio::{
     sync::Notify,
 };
 
-use crate::stack::{Stack, StackError, StackOwner, TcpListener};
+use crate::{
+    sockets::SocketHandle,
+    stack::{Stack, StackError, StackOwner, TcpListener},
+};
 
 /// A link whose readiness can be awaited through file descriptors.
 pub trait PollFds {

@@ -15,13 +15,15 @@ use std::{
 };
 
 use smoltcp::{
-    iface::SocketHandle,
     socket::{tcp, udp},
     time::Instant,
     wire::IpEndpoint,
 };
 
-use crate::stack::{Stack, StackError, StackOwner, TcpListener};
+use crate::{
+    sockets::SocketHandle,
+    stack::{Stack, StackError, StackOwner, TcpListener},
+};
 
 struct Inner<S> {
     owner: S,
@@ -129,9 +131,13 @@ impl<S: StackOwner> BlockingStack<S> {
             let mut inner = self.inner.borrow_mut();
             let s = inner.owner.stack();
             let h = s.tcp_socket().map_err(io::Error::other)?;
-            s.connect_tcp(h, IpEndpoint::from(remote), local_port)
-                .map_err(io::Error::other)?;
-            h
+            match s.connect_tcp(h, IpEndpoint::from(remote), local_port) {
+                Ok(h) => h,
+                Err(e) => {
+                    s.sockets().remove(h);
+                    return Err(io::Error::other(e));
+                }
+            }
         };
         let stream = BlockingTcpStream {
             stack: self.clone(),

@@ -24,6 +24,9 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
 /// A smoltcp device that a driver loop can also flush and sleep on.
 pub trait Link: phy::Device {
+    /// Runs `f` on the frame the next `receive` will hand out, if one is there (without
+    /// handing it out): the stack picks the socket shard from it.
+    fn peek<R>(&mut self, now: Instant, f: impl FnOnce(&[u8]) -> R) -> Option<R>;
     /// Pushes frames written by the stack out to the wire.
     fn flush(&mut self) -> io::Result<()>;
     /// Blocks until frames may have arrived, or `timeout` passes (`None`: no limit).
@@ -68,9 +71,20 @@ pub struct XskDevice {
     /// Tx halves of the other queues' sockets: unused, kept so the sockets stay bound.
     _idle_tx: Vec<TxPart>,
     next: usize,
+    /// A frame taken from an rx ring and checked, not yet handed to smoltcp (by `peek`).
+    pending: Option<(usize, xsk_rs::FrameDesc)>,
     fds: Vec<RawFd>,
     mtu: usize,
     watch: Watch,
+}
+
+impl Drop for XskDevice {
+    fn drop(&mut self) {
+        // A peeked frame goes back with the others (the rx halves return released frames).
+        if let Some((i, desc)) = self.pending.take() {
+            self.rx[i].release(desc);
+        }
+    }
 }
 
 /// What the device does besides moving frames: counting, retransmission detection, capture
@@ -172,6 +186,7 @@ impl XskDevice {
             tx,
             _idle_tx: txs,
             next: 0,
+            pending: None,
             fds,
             mtu,
             watch: Watch::default(),
@@ -230,6 +245,36 @@ impl XskDevice {
     /// The receive halves (one per queue).
     pub fn rx_parts(&self) -> &[RxPart] {
         &self.rx
+    }
+
+    /// The next received frame with a valid (or completed) checksum, round-robin over the
+    /// queues; frames with a bad TCP/UDP checksum are dropped here (counted).
+    fn next_valid(&mut self) -> Option<(usize, xsk_rs::FrameDesc)> {
+        let n = self.rx.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            while let Some(mut desc) = self.rx[i].next_frame() {
+                let watch = &mut self.watch;
+                let verdict = self.rx[i].with_frame(&mut desc, |frame| {
+                    let v = check_l4(frame);
+                    watch.capture(Direction::Rx, frame);
+                    v
+                });
+                match verdict {
+                    L4Checksum::Invalid => {
+                        self.watch.counters.rx_bad_checksum += 1;
+                        self.rx[i].release(desc);
+                        continue;
+                    }
+                    L4Checksum::Completed => self.watch.counters.rx_partial_checksum += 1,
+                    L4Checksum::Valid | L4Checksum::NotL4 => {}
+                }
+                self.watch.counters.rx_frames += 1;
+                self.next = i;
+                return Some((i, desc));
+            }
+        }
+        None
     }
 
     /// Returns released frames to the fill rings (once per loop iteration).
@@ -301,40 +346,20 @@ impl phy::Device for XskDevice {
         if !self.tx.ready() {
             return None;
         }
-        let n = self.rx.len();
-        for k in 0..n {
-            let i = (self.next + k) % n;
-            while let Some(mut desc) = self.rx[i].next_frame() {
-                let watch = &mut self.watch;
-                let verdict = self.rx[i].with_frame(&mut desc, |frame| {
-                    let v = check_l4(frame);
-                    watch.capture(Direction::Rx, frame);
-                    v
-                });
-                match verdict {
-                    L4Checksum::Invalid => {
-                        self.watch.counters.rx_bad_checksum += 1;
-                        self.rx[i].release(desc);
-                        continue;
-                    }
-                    L4Checksum::Completed => self.watch.counters.rx_partial_checksum += 1,
-                    L4Checksum::Valid | L4Checksum::NotL4 => {}
-                }
-                self.watch.counters.rx_frames += 1;
-                self.next = i;
-                return Some((
-                    XskRxToken {
-                        part: &mut self.rx[i],
-                        desc,
-                    },
-                    XskTxToken {
-                        tx: &mut self.tx,
-                        watch: &mut self.watch,
-                    },
-                ));
-            }
-        }
-        None
+        let (i, desc) = match self.pending.take() {
+            Some(p) => p,
+            None => self.next_valid()?,
+        };
+        Some((
+            XskRxToken {
+                part: &mut self.rx[i],
+                desc,
+            },
+            XskTxToken {
+                tx: &mut self.tx,
+                watch: &mut self.watch,
+            },
+        ))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
@@ -363,6 +388,14 @@ impl phy::Device for XskDevice {
 }
 
 impl Link for XskDevice {
+    fn peek<R>(&mut self, _now: Instant, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        if self.pending.is_none() {
+            self.pending = self.next_valid();
+        }
+        let (i, mut desc) = self.pending?;
+        Some(self.rx[i].with_frame(&mut desc, |frame| f(frame)))
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.tx.flush().map_err(io::Error::other)?;
         self.watch.publish();
@@ -370,7 +403,7 @@ impl Link for XskDevice {
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        if self.rx.iter_mut().any(|r| r.fetch() > 0) {
+        if self.pending.is_some() || self.rx.iter_mut().any(|r| r.fetch() > 0) {
             return Ok(());
         }
         // Counters not yet published cut the sleep short, so other processes see them.

@@ -72,6 +72,7 @@ pub mod netns;
 pub mod pin;
 pub mod retx;
 pub mod sim;
+pub mod sockets;
 pub mod stack;
 pub mod tap;
 pub mod xsk;
@@ -81,4 +82,5 @@ pub use classifier::{
     VerdictCounters,
 };
 pub use dataplane::{Dataplane, DataplaneError, DataplaneOptions, EndpointStack};
+pub use sockets::{SocketHandle, Sockets};
 pub use stack::{Congestion, Stack, StackConfig, TcpListener};

@@ -82,6 +82,11 @@ impl Wire {
         q.insert(pos, (at, frame));
     }
 
+    fn peek<R>(&self, side: usize, now: Instant, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let (t, frame) = self.inflight[side].front()?;
+        (*t <= now).then(|| f(frame))
+    }
+
     fn recv(&mut self, side: usize, now: Instant) -> Option<Vec<u8>> {
         let q = &mut self.inflight[side];
         if q.front().is_some_and(|(t, _)| *t <= now) {
@@ -180,6 +185,10 @@ impl phy::Device for SimLink {
 }
 
 impl Link for SimLink {
+    fn peek<R>(&mut self, now: Instant, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.wire.borrow().peek(self.side, now, f)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }

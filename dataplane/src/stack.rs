@@ -12,13 +12,16 @@ use std::{
 };
 
 use smoltcp::{
-    iface::{Config, Interface, PollResult, SocketHandle, SocketSet},
+    iface::{Config, Interface, PollIngressSingleResult, PollResult},
     socket::{tcp, udp},
     time::Instant,
     wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint},
 };
 
-use crate::device::Link;
+use crate::{
+    device::Link,
+    sockets::{SocketHandle, Sockets},
+};
 
 /// TCP congestion control of a stack's sockets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -167,7 +170,7 @@ impl StackConfig {
 /// One stack: interface, sockets and the link it runs over.
 pub struct Stack<L: Link> {
     iface: Interface,
-    sockets: SocketSet<'static>,
+    sockets: Sockets,
     link: L,
     config: StackConfig,
 }
@@ -209,7 +212,7 @@ impl<L: Link> Stack<L> {
         }
         Ok(Self {
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            sockets: Sockets::default(),
             link,
             config,
         })
@@ -217,17 +220,42 @@ impl<L: Link> Stack<L> {
 
     /// Processes everything that arrived and sends what is due. Returns whether socket
     /// state may have changed (the application should look at its sockets).
+    ///
+    /// Each received frame is processed against the socket shard its flow belongs to, and
+    /// egress visits only the shards that need it (see [`crate::sockets`]), so the cost per
+    /// packet does not grow with idle connections.
     pub fn poll(&mut self, now: Instant) -> std::io::Result<bool> {
-        let r = self.iface.poll(now, &mut self.link, &mut self.sockets);
-        self.link.flush()?;
-        Ok(r == PollResult::SocketStateChanged)
+        let Self {
+            iface,
+            sockets,
+            link,
+            ..
+        } = self;
+        iface.poll_maintenance(now);
+        let mut changed = false;
+        while let Some(shard) = link.peek(now, |frame| sockets.shard_for(frame)) {
+            match iface.poll_ingress_single(now, link, sockets.shard_mut(shard)) {
+                PollIngressSingleResult::None => break,
+                PollIngressSingleResult::PacketProcessed => {}
+                PollIngressSingleResult::SocketStateChanged => changed = true,
+            }
+        }
+        changed |= sockets.egress(now, |set| {
+            let mut changed = false;
+            while iface.poll_egress(now, link, set) == PollResult::SocketStateChanged {
+                changed = true;
+            }
+            (changed, iface.poll_at(now, set))
+        });
+        link.flush()?;
+        Ok(changed)
     }
 
     /// How long the stack may sleep before it must be polled again (timers).
     pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
-        self.iface
-            .poll_delay(now, &self.sockets)
-            .map(|d| Duration::from_micros(d.total_micros()))
+        self.sockets
+            .next_poll(now)
+            .map(|t| Duration::from_micros(if t > now { (t - now).total_micros() } else { 0 }))
     }
 
     /// Sleeps until frames may be there or the next timer is due (at most `cap`).
@@ -240,7 +268,7 @@ impl<L: Link> Stack<L> {
     }
 
     /// The sockets.
-    pub fn sockets(&mut self) -> &mut SocketSet<'static> {
+    pub fn sockets(&mut self) -> &mut Sockets {
         &mut self.sockets
     }
 
@@ -255,7 +283,7 @@ impl<L: Link> Stack<L> {
     }
 
     fn check_limit(&self) -> Result<(), StackError> {
-        if self.sockets.iter().count() >= self.config.max_sockets {
+        if self.sockets.len() >= self.config.max_sockets {
             return Err(StackError::SocketLimit(self.config.max_sockets));
         }
         Ok(())
@@ -277,17 +305,19 @@ impl<L: Link> Stack<L> {
         Ok(self.sockets.add(s))
     }
 
-    /// Starts connecting TCP socket `h` from `local_port` to `remote`.
+    /// Starts connecting TCP socket `h` from `local_port` to `remote`. Returns the socket's
+    /// handle from now on (it moves to its flow's shard; `h` is no longer valid).
     pub fn connect_tcp(
         &mut self,
         h: SocketHandle,
         remote: impl Into<smoltcp::wire::IpEndpoint>,
         local_port: u16,
-    ) -> Result<(), tcp::ConnectError> {
+    ) -> Result<SocketHandle, tcp::ConnectError> {
         let cx = self.iface.context();
         self.sockets
-            .get_mut::<tcp::Socket<'_>>(h)
-            .connect(cx, remote, local_port)
+            .get_mut::<tcp::Socket<'static>>(h)
+            .connect(cx, remote, local_port)?;
+        Ok(self.sockets.place(h))
     }
 
     /// A UDP socket bound to `port`, with room for `slots` datagrams each way.
@@ -409,11 +439,13 @@ impl TcpListener {
         if let Err(e) = self.replenish(stack) {
             log::debug!("listener on port {}: {e}", self.port);
         }
-        // Hand out connections once established (or already past it: data may be queued).
+        // Hand out connections once established (or already past it: data may be queued),
+        // moved to their flow's shard.
         let pos = self.accepted.iter().position(|h| {
             let s = stack.sockets.get::<tcp::Socket<'_>>(*h);
             s.may_send() || s.may_recv() || !s.is_open()
         })?;
-        self.accepted.remove(pos)
+        let h = self.accepted.remove(pos)?;
+        Some(stack.sockets.place(h))
     }
 }

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use ioth_dataplane::{
-    Stack, StackConfig, TcpListener,
+    SocketHandle, Stack, StackConfig, TcpListener,
     sim::{self, Impairments, SimLink},
 };
 use smoltcp::{
@@ -43,9 +43,9 @@ fn try_echo_through(imp: Impairments, len: usize) -> Result<(Duration, sim::Wire
     let client = a.tcp_socket().unwrap();
     let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
     let mut t = Instant::from_millis(0);
-    connect(&mut a, client, 49152);
+    let client = connect(&mut a, client, 49152);
     let (mut sent, mut back) = (0usize, Vec::with_capacity(len));
-    let mut server: Option<smoltcp::iface::SocketHandle> = None;
+    let mut server: Option<SocketHandle> = None;
     let mut buf = vec![0u8; 16 * 1024];
     let deadline = Instant::from_secs(600);
     while back.len() < len {
@@ -102,8 +102,8 @@ fn try_echo_through(imp: Impairments, len: usize) -> Result<(Duration, sim::Wire
     Ok((t - Instant::from_millis(0), stats))
 }
 
-fn connect(a: &mut Stack<SimLink>, h: smoltcp::iface::SocketHandle, port: u16) {
-    a.connect_tcp(h, (IpAddress::Ipv4(B), 7), port).unwrap();
+fn connect(a: &mut Stack<SimLink>, h: SocketHandle, port: u16) -> SocketHandle {
+    a.connect_tcp(h, (IpAddress::Ipv4(B), 7), port).unwrap()
 }
 
 #[test]

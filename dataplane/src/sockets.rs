@@ -1,0 +1,295 @@
+//! A stack's sockets, sharded so that a packet costs the same with 10 or 10,000 connections.
+//!
+//! smoltcp finds a received segment's socket by walking its `SocketSet`, and every egress pass
+//! walks all of it (an idle established TCP socket costs ~0.3 µs per pass; `ioth-bench stack`
+//! measures it). [`Sockets`] keeps several sets instead:
+//!
+//! - shard 0, the *control* shard: listening sockets, handshakes not yet accepted, UDP
+//!   sockets, and every frame that is not TCP;
+//! - shards 1..=[`FLOW_SHARDS`]: established TCP connections, each in the shard its flow
+//!   (local and remote address and port) hashes to. A connection moves there when
+//!   [`crate::TcpListener::accept`] hands it out or when [`crate::Stack::connect_tcp`] starts
+//!   it; a flow table maps the flow to its shard.
+//!
+//! The stack peeks at each received frame, looks its TCP flow up in the table (unknown flows
+//! go to the control shard, where a listener or a handshake takes them, or smoltcp answers
+//! RST as it would anyway), and lets smoltcp process it against that shard only. Egress runs
+//! only on shards that received a frame, that the application touched (any `get_mut`), or
+//! whose timers are due: an idle connection is not visited at all.
+
+use std::collections::HashMap;
+
+use smoltcp::{
+    iface::{SocketHandle as InnerHandle, SocketSet},
+    socket::{AnySocket, Socket, tcp},
+    time::Instant,
+    wire::{IpAddress, IpEndpoint},
+};
+
+/// Shards for established connections (shard 0, the control shard, comes on top).
+pub const FLOW_SHARDS: usize = 64;
+
+/// A socket of a [`crate::Stack`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SocketHandle {
+    shard: u16,
+    inner: InnerHandle,
+}
+
+#[derive(Debug)]
+struct Shard {
+    set: SocketSet<'static>,
+    /// Something may have changed since the last egress pass.
+    dirty: bool,
+    /// smoltcp's deadline for the next egress pass, as of the last one.
+    poll_at: Option<Instant>,
+}
+
+/// (local, remote) endpoints of a TCP connection.
+type Flow = (IpEndpoint, IpEndpoint);
+
+/// The sockets of one stack (see the module documentation).
+#[derive(Debug)]
+pub struct Sockets {
+    shards: Vec<Shard>,
+    flows: HashMap<Flow, u16>,
+    count: usize,
+}
+
+impl Default for Sockets {
+    fn default() -> Self {
+        Self {
+            shards: (0..=FLOW_SHARDS)
+                .map(|_| Shard {
+                    set: SocketSet::new(Vec::new()),
+                    dirty: false,
+                    poll_at: None,
+                })
+                .collect(),
+            flows: HashMap::new(),
+            count: 0,
+        }
+    }
+}
+
+fn flow_shard(flow: &Flow) -> u16 {
+    // FNV-1a over ports and addresses: stable and cheap.
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+    };
+    for ep in [flow.0, flow.1] {
+        eat(&ep.port.to_be_bytes());
+        match ep.addr {
+            IpAddress::Ipv4(a) => eat(&a.octets()),
+            IpAddress::Ipv6(a) => eat(&a.octets()),
+        }
+    }
+    1 + (h as usize % FLOW_SHARDS) as u16
+}
+
+impl Sockets {
+    /// The socket `h` (panics if `h` was removed, as smoltcp does).
+    pub fn get<T: AnySocket<'static>>(&self, h: SocketHandle) -> &T {
+        self.shards[usize::from(h.shard)].set.get(h.inner)
+    }
+
+    /// The socket `h`, to change it: its shard gets an egress pass at the next poll.
+    pub fn get_mut<T: AnySocket<'static>>(&mut self, h: SocketHandle) -> &mut T {
+        let shard = &mut self.shards[usize::from(h.shard)];
+        shard.dirty = true;
+        shard.set.get_mut(h.inner)
+    }
+
+    /// Adds a socket (to the control shard).
+    pub fn add<T: AnySocket<'static>>(&mut self, socket: T) -> SocketHandle {
+        let shard = &mut self.shards[0];
+        shard.dirty = true;
+        self.count += 1;
+        SocketHandle {
+            shard: 0,
+            inner: shard.set.add(socket),
+        }
+    }
+
+    /// Removes socket `h` and returns it.
+    pub fn remove(&mut self, h: SocketHandle) -> Socket<'static> {
+        let shard = &mut self.shards[usize::from(h.shard)];
+        let socket = shard.set.remove(h.inner);
+        shard.dirty = true;
+        self.count -= 1;
+        if h.shard != 0
+            && let Socket::Tcp(t) = &socket
+            && let (Some(l), Some(r)) = (t.local_endpoint(), t.remote_endpoint())
+        {
+            self.flows.remove(&(l, r));
+        }
+        socket
+    }
+
+    /// Every socket.
+    pub fn iter(&self) -> impl Iterator<Item = (SocketHandle, &Socket<'static>)> {
+        self.shards.iter().enumerate().flat_map(|(i, s)| {
+            s.set.iter().map(move |(inner, sock)| {
+                (
+                    SocketHandle {
+                        shard: i as u16,
+                        inner,
+                    },
+                    sock,
+                )
+            })
+        })
+    }
+
+    /// How many sockets there are.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Moves TCP socket `h` from the control shard to its flow's shard, once its endpoints
+    /// are known. Returns its (new) handle.
+    pub(crate) fn place(&mut self, h: SocketHandle) -> SocketHandle {
+        if h.shard != 0 {
+            return h;
+        }
+        let t = self.shards[0].set.get::<tcp::Socket<'static>>(h.inner);
+        let (Some(local), Some(remote)) = (t.local_endpoint(), t.remote_endpoint()) else {
+            return h;
+        };
+        let flow = (local, remote);
+        let shard = flow_shard(&flow);
+        let socket = self.shards[0].set.remove(h.inner);
+        let target = &mut self.shards[usize::from(shard)];
+        target.dirty = true;
+        let inner = target.set.add(socket);
+        self.flows.insert(flow, shard);
+        SocketHandle { shard, inner }
+    }
+
+    /// The shard that must see `frame` (an Ethernet frame).
+    pub(crate) fn shard_for(&self, frame: &[u8]) -> usize {
+        if self.flows.is_empty() {
+            return 0;
+        }
+        tcp_flow(frame)
+            .and_then(|f| self.flows.get(&f))
+            .map_or(0, |s| usize::from(*s))
+    }
+
+    /// A shard to receive into: marks it for an egress pass.
+    pub(crate) fn shard_mut(&mut self, i: usize) -> &mut SocketSet<'static> {
+        let s = &mut self.shards[i];
+        s.dirty = true;
+        &mut s.set
+    }
+
+    /// Runs `egress` on every shard that needs it; it returns whether socket state changed
+    /// and the shard's next deadline. Returns whether any socket state changed.
+    pub(crate) fn egress(
+        &mut self,
+        now: Instant,
+        mut egress: impl FnMut(&mut SocketSet<'static>) -> (bool, Option<Instant>),
+    ) -> bool {
+        let mut changed = false;
+        for s in &mut self.shards {
+            if s.dirty || s.poll_at.is_some_and(|t| t <= now) {
+                let (c, at) = egress(&mut s.set);
+                changed |= c;
+                s.dirty = false;
+                s.poll_at = at;
+            }
+        }
+        changed
+    }
+
+    /// The earliest moment a shard needs an egress pass (`Some(now)` if one is marked).
+    pub(crate) fn next_poll(&self, now: Instant) -> Option<Instant> {
+        self.shards
+            .iter()
+            .filter_map(|s| if s.dirty { Some(now) } else { s.poll_at })
+            .min()
+    }
+}
+
+/// The (local, remote) endpoints of a TCP segment in an Ethernet frame addressed to us.
+fn tcp_flow(frame: &[u8]) -> Option<Flow> {
+    let be16 = |at: usize| Some(u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?));
+    let l3 = 14;
+    let (src, dst, l4) = match be16(12)? {
+        0x0800 => {
+            let ihl = usize::from(frame.get(l3)? & 0x0f) * 4;
+            if *frame.get(l3 + 9)? != 6 || ihl < 20 {
+                return None;
+            }
+            let addr = |at: usize| -> Option<IpAddress> {
+                let o: [u8; 4] = frame.get(at..at + 4)?.try_into().ok()?;
+                Some(IpAddress::Ipv4(o.into()))
+            };
+            (addr(l3 + 12)?, addr(l3 + 16)?, l3 + ihl)
+        }
+        0x86dd => {
+            if *frame.get(l3 + 6)? != 6 {
+                return None;
+            }
+            let addr = |at: usize| -> Option<IpAddress> {
+                let o: [u8; 16] = frame.get(at..at + 16)?.try_into().ok()?;
+                Some(IpAddress::Ipv6(o.into()))
+            };
+            (addr(l3 + 8)?, addr(l3 + 24)?, l3 + 40)
+        }
+        _ => return None,
+    };
+    Some((
+        IpEndpoint::new(dst, be16(l4 + 2)?),
+        IpEndpoint::new(src, be16(l4)?),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flows_spread_over_the_flow_shards_and_frames_find_their_flow() {
+        let local = IpEndpoint::new(IpAddress::v4(10, 0, 0, 1), 80);
+        let mut seen = std::collections::HashSet::new();
+        for port in 1000..3000u16 {
+            let s = flow_shard(&(local, IpEndpoint::new(IpAddress::v4(10, 0, 0, 2), port)));
+            assert!((1..=FLOW_SHARDS as u16).contains(&s));
+            seen.insert(s);
+        }
+        assert_eq!(seen.len(), FLOW_SHARDS, "every flow shard gets flows");
+
+        // An IPv4 TCP segment from 10.0.0.2:1234 to 10.0.0.1:80.
+        let mut f = vec![0u8; 54];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 2]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 1]);
+        f[34..36].copy_from_slice(&1234u16.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        let flow = tcp_flow(&f).expect("a TCP flow");
+        assert_eq!(
+            flow,
+            (local, IpEndpoint::new(IpAddress::v4(10, 0, 0, 2), 1234))
+        );
+        let mut s = Sockets::default();
+        assert_eq!(s.shard_for(&f), 0);
+        s.flows.insert(flow, 7);
+        assert_eq!(s.shard_for(&f), 7);
+        f[23] = 17; // UDP: the control shard
+        assert_eq!(s.shard_for(&f), 0);
+        for len in 0..54 {
+            assert_eq!(s.shard_for(&f[..len]), 0);
+        }
+    }
+}
