@@ -416,6 +416,17 @@ fn worker(
         let mut worked = false;
         conns.retain_mut(|c| {
             let sockets = stack.sockets();
+            // Look first (a read-only look leaves the socket's shard alone, so idle
+            // connections cost the stack nothing); act only on those with something to do.
+            let s = sockets.get::<tcp::Socket<'_>>(c.handle);
+            let idle = s.state() == tcp::State::Established
+                && s.may_recv()
+                && !s.can_recv()
+                && c.request.is_empty()
+                && (c.app != App::Http || !c.answered);
+            if idle {
+                return true;
+            }
             let s = sockets.get_mut::<tcp::Socket<'_>>(c.handle);
             match c.app {
                 App::Echo => {

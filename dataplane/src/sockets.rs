@@ -210,12 +210,25 @@ impl Sockets {
         changed
     }
 
-    /// The earliest moment a shard needs an egress pass (`Some(now)` if one is marked).
-    pub(crate) fn next_poll(&self, now: Instant) -> Option<Instant> {
-        self.shards
-            .iter()
-            .filter_map(|s| if s.dirty { Some(now) } else { s.poll_at })
-            .min()
+    /// The earliest moment a shard needs an egress pass. Shards marked since the last pass
+    /// (the application touched a socket) ask `poll_at` afresh — a socket that was only read
+    /// needs nothing, one that was written to needs a pass now — and are unmarked.
+    pub(crate) fn next_poll(
+        &mut self,
+        mut poll_at: impl FnMut(&SocketSet<'static>) -> Option<Instant>,
+    ) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for s in &mut self.shards {
+            if s.dirty {
+                s.poll_at = poll_at(&s.set);
+                s.dirty = false;
+            }
+            next = match (next, s.poll_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        next
     }
 }
 

@@ -253,8 +253,9 @@ impl<L: Link> Stack<L> {
 
     /// How long the stack may sleep before it must be polled again (timers).
     pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
+        let iface = &mut self.iface;
         self.sockets
-            .next_poll(now)
+            .next_poll(|set| iface.poll_at(now, set))
             .map(|t| Duration::from_micros(if t > now { (t - now).total_micros() } else { 0 }))
     }
 
