@@ -231,7 +231,10 @@ impl Dataplane {
             }
         }
         let mtu = config.mtu;
-        let mut device = XskDevice::new(sockets, mtu)?;
+        // Stacks transmit through different queues' sockets (thread index round-robin), so
+        // they do not all contend for one queue's UMEM lock.
+        let tx_index = config.thread as usize;
+        let mut device = XskDevice::new(sockets, mtu, tx_index)?;
         device.set_tx_publisher(self.classifier().tx_publisher(id)?);
         device.set_capture(crate::capture::register(&self.iface, id.0));
         let stack = Stack::new(device, config, now)?;

@@ -64,7 +64,8 @@ pub struct XdpStats {
 }
 
 /// The AF_XDP link of one stack: a socket on every rx queue of the interface (frames for
-/// the stack can arrive on any of them) and transmission through the first one.
+/// the stack can arrive on any of them) and transmission through one of them (stacks spread
+/// over the queues, so they do not all share one queue's UMEM lock).
 pub struct XskDevice {
     rx: Vec<RxPart>,
     tx: TxPart,
@@ -165,8 +166,9 @@ impl std::fmt::Debug for XskDevice {
 }
 
 impl XskDevice {
-    /// A device over `sockets` (one per rx queue, at least one). `mtu` is the IP MTU.
-    pub fn new(sockets: Vec<XskSocket>, mtu: usize) -> Result<Self, XskError> {
+    /// A device over `sockets` (one per rx queue, at least one) that transmits through
+    /// `sockets[tx_index % len]`. `mtu` is the IP MTU.
+    pub fn new(sockets: Vec<XskSocket>, mtu: usize, tx_index: usize) -> Result<Self, XskError> {
         let mut rx = Vec::with_capacity(sockets.len());
         let mut txs = Vec::with_capacity(sockets.len());
         for s in sockets {
@@ -179,7 +181,7 @@ impl XskDevice {
                 "a device needs at least one socket".into(),
             ));
         }
-        let tx = txs.remove(0);
+        let tx = txs.remove(tx_index % txs.len());
         let fds = rx.iter().map(|r| r.fd()).collect();
         Ok(Self {
             rx,
