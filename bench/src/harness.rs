@@ -932,28 +932,21 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             })();
             stop(&c, r)?;
             result?;
+            // Partial results after every system: a run that dies late still leaves them.
+            let partial = Report {
+                machine: Machine::now(),
+                rows: std::mem::take(&mut rows),
+            };
+            write_results(args, &partial)?;
+            rows = partial.rows;
         }
     }
     let report = Report {
         machine: Machine::now(),
         rows,
     };
-    for p in [&args.json, &args.markdown] {
-        if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-    }
-    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", args.json.display()))?;
-    let md = report::markdown(&report);
-    std::fs::write(&args.markdown, &md)
-        .with_context(|| format!("writing {}", args.markdown.display()))?;
-    let plots = args
-        .plots
-        .clone()
-        .or_else(|| args.json.parent().map(PathBuf::from))
-        .unwrap_or_default();
-    report::plots(&report, &plots)?;
+    let md = write_results(args, &report)?;
+    let plots = plots_dir(args);
     println!("{md}");
     eprintln!(
         "bench: {} rows in {:.0?}; results in {}, {} and {}/*.svg",
@@ -964,4 +957,27 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         plots.display()
     );
     Ok(())
+}
+
+fn plots_dir(args: &CompareArgs) -> PathBuf {
+    args.plots
+        .clone()
+        .or_else(|| args.json.parent().map(PathBuf::from))
+        .unwrap_or_default()
+}
+
+/// Writes the JSON, the markdown and the plots; returns the markdown.
+fn write_results(args: &CompareArgs, report: &Report) -> Result<String> {
+    for p in [&args.json, &args.markdown] {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(report)?)
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    let md = report::markdown(report);
+    std::fs::write(&args.markdown, &md)
+        .with_context(|| format!("writing {}", args.markdown.display()))?;
+    report::plots(report, &plots_dir(args))?;
+    Ok(md)
 }
