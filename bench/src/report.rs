@@ -82,9 +82,16 @@ fn text(cmd: &mut Command) -> String {
 impl Machine {
     pub fn now() -> Self {
         let m = crate::machine();
-        let dirty =
-            !text(Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]))
-                .is_empty();
+        // Results written by the run itself do not make the tree dirty.
+        let dirty = !text(Command::new("git").args([
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":!bench/results",
+        ]))
+        .is_empty();
         Self {
             cpu: m.cpu,
             cores: m.cores,
