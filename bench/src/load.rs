@@ -177,8 +177,76 @@ pub fn tcp_rr(
     })
 }
 
+/// TCP bulk load: one connection per target for `duration`, 64 KiB writes as fast as the
+/// connection takes them. `echo`: the server sends everything back and the result counts the
+/// bytes read back (both directions at once); otherwise (a discard server) the bytes written.
+/// `ops` is bytes; bytes still in socket buffers at the end (a few MB at most) count as
+/// written.
+pub fn tcp_bulk(targets: &[SocketAddr], echo: bool, duration: Duration) -> Result<LoadResult> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let targets = targets.to_vec();
+    local.block_on(&rt, async move {
+        let mut streams = Vec::new();
+        for t in &targets {
+            let s =
+                tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(t))
+                    .await
+                    .context("connect timed out")?
+                    .with_context(|| format!("connect {t}"))?;
+            streams.push(s);
+        }
+        let start = Instant::now();
+        let end = start + duration;
+        let bytes = Rc::new(RefCell::new(0u64));
+        let mut tasks = Vec::new();
+        for s in streams {
+            let (mut r, mut w) = s.into_split();
+            let counted = Rc::clone(&bytes);
+            tasks.push(tokio::task::spawn_local(async move {
+                let chunk = vec![0x5au8; 64 * 1024];
+                while Instant::now() < end {
+                    match tokio::time::timeout_at(end.into(), w.write_all(&chunk)).await {
+                        Ok(Ok(())) => {
+                            if !echo {
+                                *counted.borrow_mut() += chunk.len() as u64;
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            }));
+            if echo {
+                let counted = Rc::clone(&bytes);
+                tasks.push(tokio::task::spawn_local(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while Instant::now() < end {
+                        match tokio::time::timeout_at(end.into(), r.read(&mut buf)).await {
+                            Ok(Ok(n)) if n > 0 => *counted.borrow_mut() += n as u64,
+                            _ => break,
+                        }
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let ops = *bytes.borrow();
+        Ok(LoadResult {
+            ops,
+            lost: 0,
+            secs,
+            latency: histogram(),
+        })
+    })
+}
+
 /// The kernel reference server: UDP echo (recvmmsg/sendmmsg batches) and TCP echo (epoll,
-/// via tokio) on every address in `ips`, one thread per address — or, with `reuseport`,
+/// via tokio) on port `port` and TCP discard on port 9 of every address in `ips`, one thread per address — or, with `reuseport`,
 /// `threads` threads sharing one address with SO_REUSEPORT. Runs until killed.
 pub fn kernel_server(ips: &[IpAddr], threads: usize, port: u16, reuseport: bool) -> Result<()> {
     let binds: Vec<IpAddr> = if reuseport {
@@ -191,9 +259,10 @@ pub fn kernel_server(ips: &[IpAddr], threads: usize, port: u16, reuseport: bool)
         let addr = SocketAddr::new(ip, port);
         let udp = bind_udp(addr, reuseport)?;
         let tcp = bind_tcp(addr, reuseport)?;
+        let discard = bind_tcp(SocketAddr::new(ip, 9), reuseport)?;
         handles.push(std::thread::spawn(move || {
             let udp_thread = std::thread::spawn(move || udp_echo_server(udp));
-            tcp_echo_server(tcp);
+            tcp_server(tcp, discard);
             let _ = udp_thread.join();
         }));
     }
@@ -245,7 +314,8 @@ fn udp_echo_server(sock: UdpSocket) {
     }
 }
 
-fn tcp_echo_server(listener: std::net::TcpListener) {
+/// TCP echo on `listener` and TCP discard on `discard`, one thread (epoll via tokio).
+fn tcp_server(listener: std::net::TcpListener, discard: std::net::TcpListener) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -254,9 +324,24 @@ fn tcp_echo_server(listener: std::net::TcpListener) {
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        let (Ok(listener), Ok(discard)) = (
+            tokio::net::TcpListener::from_std(listener),
+            tokio::net::TcpListener::from_std(discard),
+        ) else {
             return;
         };
+        tokio::task::spawn_local(async move {
+            while let Ok((mut s, _)) = discard.accept().await {
+                tokio::task::spawn_local(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
         while let Ok((mut s, _)) = listener.accept().await {
             let _ = s.set_nodelay(true);
             tokio::task::spawn_local(async move {

@@ -7,10 +7,17 @@
 //! redirect into a socket happens after the program returns and is not included.
 #![deny(unsafe_code)]
 
+mod endpoints;
+mod frames;
 mod harness;
 mod load;
+mod plot;
+mod raw;
+mod report;
 mod stack;
 mod sys;
+mod tap;
+mod xdp;
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
@@ -42,6 +49,32 @@ enum Cmd {
     /// The kernel reference server (started by `compare` in the server namespace).
     #[command(hide = true)]
     KernelServer(KernelServerArgs),
+    /// The raw AF_XDP echo ceiling (started by `compare` in the server namespace).
+    #[command(hide = true)]
+    RawEcho(RawEchoArgs),
+    /// smoltcp over TAP devices (started by `compare` in the server namespace).
+    #[command(hide = true)]
+    TapEcho(TapEchoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RawEchoArgs {
+    /// Interface to attach the classifier to.
+    #[arg(long)]
+    iface: String,
+    /// Addresses, one thread each.
+    #[arg(long = "ip", required = true)]
+    ips: Vec<Ipv4Addr>,
+    /// Spin instead of sleeping in poll(2) when idle.
+    #[arg(long)]
+    busy_poll: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct TapEchoArgs {
+    /// Threads, each with its own TAP device and stack.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -265,6 +298,8 @@ fn main() {
         Cmd::Compare(a) => harness::run(a),
         Cmd::Stack(a) => stack::run(a),
         Cmd::KernelServer(a) => load::kernel_server(&a.ips, a.threads, a.port, a.reuseport),
+        Cmd::RawEcho(a) => raw::raw_echo(&a.iface, &a.ips, a.busy_poll),
+        Cmd::TapEcho(a) => tap::tap_echo(a.threads),
     };
     if let Err(e) = r {
         eprintln!("ioth-bench: error: {e:#}");

@@ -30,6 +30,7 @@ macro_rules! say {
 }
 use ioth_dataplane::{
     Congestion, Dataplane, DataplaneOptions, ModeRequest, SocketHandle, StackConfig, TcpListener,
+    apps::{Service, ServiceConn},
     classifier::format_mac,
 };
 use smoltcp::{
@@ -326,11 +327,16 @@ fn publish(stack: &mut ioth_dataplane::EndpointStack, stats: &ThreadStats) {
     }
 }
 
-struct Conn {
-    app: App,
-    handle: SocketHandle,
-    request: Vec<u8>,
-    answered: bool,
+/// A connection being served.
+enum Conn {
+    /// Echo or discard (shared with the benchmark's TAP server).
+    Stream(ServiceConn),
+    /// HTTP/1.1: one request, one answer, then close.
+    Http {
+        handle: SocketHandle,
+        request: Vec<u8>,
+        answered: bool,
+    },
 }
 
 fn worker(
@@ -405,72 +411,56 @@ fn worker(
         }
         for (app, listener) in &mut listeners {
             while let Some(handle) = listener.accept(&mut stack) {
-                conns.push(Conn {
-                    app: *app,
-                    handle,
-                    request: Vec::new(),
-                    answered: false,
+                conns.push(match app {
+                    App::Echo => Conn::Stream(ServiceConn::new(Service::Echo, handle)),
+                    App::Discard => Conn::Stream(ServiceConn::new(Service::Discard, handle)),
+                    App::Http => Conn::Http {
+                        handle,
+                        request: Vec::new(),
+                        answered: false,
+                    },
                 });
             }
         }
         let mut worked = false;
         conns.retain_mut(|c| {
-            let sockets = stack.sockets();
-            // Look first (a read-only look leaves the socket's shard alone, so idle
-            // connections cost the stack nothing); act only on those with something to do.
-            let s = sockets.get::<tcp::Socket<'_>>(c.handle);
-            let idle = s.state() == tcp::State::Established
-                && s.may_recv()
-                && !s.can_recv()
-                && c.request.is_empty()
-                && (c.app != App::Http || !c.answered);
-            if idle {
-                return true;
-            }
-            let s = sockets.get_mut::<tcp::Socket<'_>>(c.handle);
-            match c.app {
-                App::Echo => {
-                    // Bytes that did not fit last time go first, so the echo keeps order.
-                    if !c.request.is_empty() {
-                        let sent = s.send_slice(&c.request).unwrap_or(0);
-                        c.request.drain(..sent);
-                    }
-                    // Take only what the send buffer can hold: the peer's window is the
-                    // backpressure, nothing piles up in user space.
-                    let room = s.send_capacity() - s.send_queue();
-                    if c.request.is_empty() && room > 0 && s.can_recv() {
-                        let take = room.min(buf.len());
-                        let n = s.recv_slice(&mut buf[..take]).unwrap_or(0);
-                        let sent = s.send_slice(&buf[..n]).unwrap_or(0);
-                        c.request.extend_from_slice(&buf[sent..n]);
-                        if n > 0 {
-                            worked = true;
+            let (handle, request, answered) = match c {
+                Conn::Stream(sc) => {
+                    let step = sc.step(stack.sockets(), &mut buf);
+                    if step.received {
+                        worked = true;
+                        if sc.service == Service::Echo {
                             stats.requests.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    return !step.done;
                 }
-                App::Discard => {
-                    while let Ok(n) = s.recv_slice(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        worked = true;
-                    }
-                }
-                App::Http => {
-                    if s.can_recv() {
-                        let n = s.recv_slice(&mut buf).unwrap_or(0);
-                        worked |= n > 0;
-                        if c.request.len() < 16 * 1024 {
-                            c.request.extend_from_slice(&buf[..n]);
-                        }
-                    }
+                Conn::Http {
+                    handle,
+                    request,
+                    answered,
+                } => (*handle, request, answered),
+            };
+            let sockets = stack.sockets();
+            // Look first (a read-only look leaves the socket's shard alone, so idle
+            // connections cost the stack nothing); act only on those with something to do.
+            let s = sockets.get::<tcp::Socket<'_>>(handle);
+            if s.state() == tcp::State::Established && s.may_recv() && !s.can_recv() && !*answered
+            {
+                return true;
+            }
+            let s = sockets.get_mut::<tcp::Socket<'_>>(handle);
+            if s.can_recv() {
+                let n = s.recv_slice(&mut buf).unwrap_or(0);
+                worked |= n > 0;
+                if request.len() < 16 * 1024 {
+                    request.extend_from_slice(&buf[..n]);
                 }
             }
-            if c.app == App::Http && !c.answered {
-                let complete = c.request.windows(4).any(|w| w == b"\r\n\r\n");
-                if complete || c.request.len() >= 16 * 1024 {
-                    let (status, text) = if complete && c.request.starts_with(b"GET ") {
+            if !*answered {
+                let complete = request.windows(4).any(|w| w == b"\r\n\r\n");
+                if complete || request.len() >= 16 * 1024 {
+                    let (status, text) = if complete && request.starts_with(b"GET ") {
                         ("200 OK", body.as_str())
                     } else {
                         ("400 Bad Request", "bad request\n")
@@ -481,17 +471,17 @@ fn worker(
                     );
                     let _ = s.send_slice(resp.as_bytes());
                     s.close();
-                    c.answered = true;
+                    *answered = true;
                     stats.requests.fetch_add(1, Ordering::Relaxed);
                     worked = true;
                 }
             }
-            if !s.may_recv() && s.send_queue() == 0 && c.request.is_empty() && s.is_open() {
+            if !s.may_recv() && s.send_queue() == 0 && s.is_open() {
                 s.close();
             }
             let done = matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
             if done {
-                sockets.remove(c.handle);
+                sockets.remove(handle);
             }
             !done
         });

@@ -61,6 +61,7 @@
 #![warn(missing_docs)]
 
 pub mod aio;
+pub mod apps;
 pub mod blocking;
 pub mod capture;
 pub mod checksum;
