@@ -316,14 +316,17 @@ impl VethPair {
     }
 }
 
-/// Removes every namespace whose name starts with [`PREFIX`] (leftovers of killed runs).
-/// Returns the names removed.
+/// Removes the namespaces named with [`PREFIX`] whose creating process is gone (leftovers of
+/// killed runs). Returns the names removed.
 pub fn remove_stale() -> Result<Vec<String>> {
     let out = run("ip", &["netns", "list"])?;
     let mut removed = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
-        if name.starts_with(PREFIX) {
+        // `ioth-TAG-PID-N`: a namespace whose creator still runs is in use, not stale.
+        let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        let in_use = pid.is_some_and(crate::inspect::process_alive);
+        if name.starts_with(PREFIX) && !in_use {
             run("ip", &["netns", "del", name])?;
             removed.push(name.to_owned());
         }

@@ -93,12 +93,21 @@ fn cargo_test(t: &mut Tally, label: &str, args: &[&str]) -> Result<(u64, u64, u6
     Ok((p, f, i))
 }
 
-/// Removes namespaces left by killed runs; returns how many.
+/// Whether the process that made namespace `name` (`ioth-TAG-PID-N`, see
+/// `ioth_dataplane::netns`, whose `remove_stale` applies the same rule) still runs: its
+/// namespaces are in use (a benchmark, say), not left behind.
+fn creator_alive(name: &str) -> bool {
+    let mut fields = name.rsplit('-');
+    let pid = fields.nth(1).and_then(|p| p.parse::<u32>().ok());
+    pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+}
+
+/// Removes namespaces left by dead runs; returns how many.
 fn remove_stale_namespaces() -> Result<usize> {
     let list = cmd::stdout(std::process::Command::new("ip").args(["netns", "list"]))?;
     let mut n = 0;
     for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-        if name.starts_with("ioth-") {
+        if name.starts_with("ioth-") && !creator_alive(name) {
             cmd::output(std::process::Command::new("ip").args(["netns", "del", name]))?;
             n += 1;
         }
