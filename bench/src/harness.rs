@@ -141,6 +141,8 @@ pub enum Workload {
     TcpBulkUp,
     /// TCP bulk through the server's echo (port 7): both directions at once.
     TcpBulkEcho,
+    /// HTTP/1.1 GET, one request per connection, from `wrk` with 64 connections (port 80).
+    HttpWrk,
 }
 
 impl Workload {
@@ -151,6 +153,7 @@ impl Workload {
             Workload::TcpRr(c) => format!("tcp-rr-64B-{c}conn"),
             Workload::TcpBulkUp => "tcp-bulk-up".into(),
             Workload::TcpBulkEcho => "tcp-bulk-echo".into(),
+            Workload::HttpWrk => "http-wrk-64conn".into(),
         }
     }
     fn unit(self) -> &'static str {
@@ -159,11 +162,13 @@ impl Workload {
             Workload::UdpFlood => "packets/s into sockets",
             Workload::TcpRr(_) => "transactions/s",
             Workload::TcpBulkUp | Workload::TcpBulkEcho => "Gbit/s",
+            Workload::HttpWrk => "requests/s",
         }
     }
     fn port(self) -> u16 {
         match self {
             Workload::TcpBulkUp => 9,
+            Workload::HttpWrk => 80,
             _ => 7,
         }
     }
@@ -358,6 +363,8 @@ fn start_ioth(c: &Ctx<'_>, threads: usize, base: u8) -> Result<(Server, Vec<Targ
             "echo".into(),
             "--app".into(),
             "discard".into(),
+            "--app".into(),
+            "http".into(),
             "--backlog".into(),
             "64".into(),
             "--metrics".into(),
@@ -501,7 +508,58 @@ fn socket_addrs(r: &Running, port: u16) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// `wrk` from the load namespace on the load CPU: one process per target, 64 connections
+/// shared between them; requests/s summed, latency percentiles of the slowest.
+fn wrk(c: &Ctx<'_>, r: &Running, secs: f64) -> Result<Rep> {
+    let targets = socket_addrs(r, 80);
+    let conns = (64 / targets.len().max(1)).max(1).to_string();
+    let dur = format!("{}s", secs.ceil().max(1.0) as u64);
+    let children = targets
+        .iter()
+        .map(|t| {
+            c.pair
+                .peer
+                .command("taskset")
+                .args([
+                    "-c",
+                    "1",
+                    "wrk",
+                    "--latency",
+                    "-t1",
+                    "-c",
+                    &conns,
+                    "-d",
+                    &dur,
+                ])
+                .arg(format!("http://{t}/"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .context("starting wrk")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut rep = Rep::default();
+    let (mut p50, mut p99) = (0.0f64, 0.0f64);
+    for child in children {
+        let out = child.wait_with_output().context("wrk")?;
+        if !out.status.success() {
+            bail!("wrk: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let w = load::parse_wrk(&String::from_utf8_lossy(&out.stdout))?;
+        rep.rate += w.requests_per_sec;
+        p50 = p50.max(w.p50_us);
+        p99 = p99.max(w.p99_us);
+    }
+    rep.ops = (rep.rate * secs.ceil().max(1.0)) as u64;
+    rep.extra.push(("p50_us", p50));
+    rep.extra.push(("p99_us", p99));
+    Ok(rep)
+}
+
 fn closed_loop(c: &Ctx<'_>, r: &Running, w: Workload, secs: f64) -> Result<Rep> {
+    if w == Workload::HttpWrk {
+        return wrk(c, r, secs);
+    }
     let t = socket_addrs(r, w.port());
     let d = Duration::from_secs_f64(secs);
     let res: LoadResult = on_load_cpu(&c.pair.peer, move || match w {
@@ -509,7 +567,7 @@ fn closed_loop(c: &Ctx<'_>, r: &Running, w: Workload, secs: f64) -> Result<Rep> 
         Workload::TcpRr(n) => load::tcp_rr(&t, n, 64, d),
         Workload::TcpBulkUp => load::tcp_bulk(&t, false, d),
         Workload::TcpBulkEcho => load::tcp_bulk(&t, true, d),
-        Workload::UdpFlood => bail!("not a closed-loop workload"),
+        Workload::UdpFlood | Workload::HttpWrk => bail!("not a socket-client workload"),
     })?;
     let mut rep = Rep {
         ops: res.ops,
@@ -858,6 +916,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                 Workload::TcpRr(64),
                 Workload::TcpBulkUp,
                 Workload::TcpBulkEcho,
+                Workload::HttpWrk,
             ],
             vec![10_000],
         )
@@ -874,6 +933,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                 Workload::TcpRr(1000),
                 Workload::TcpBulkUp,
                 Workload::TcpBulkEcho,
+                Workload::HttpWrk,
             ],
             vec![100, 10_000],
         )

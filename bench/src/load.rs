@@ -260,9 +260,10 @@ pub fn kernel_server(ips: &[IpAddr], threads: usize, port: u16, reuseport: bool)
         let udp = bind_udp(addr, reuseport)?;
         let tcp = bind_tcp(addr, reuseport)?;
         let discard = bind_tcp(SocketAddr::new(ip, 9), reuseport)?;
+        let http = bind_tcp(SocketAddr::new(ip, 80), reuseport)?;
         handles.push(std::thread::spawn(move || {
             let udp_thread = std::thread::spawn(move || udp_echo_server(udp));
-            tcp_server(tcp, discard);
+            tcp_server(tcp, discard, http);
             let _ = udp_thread.join();
         }));
     }
@@ -314,8 +315,23 @@ fn udp_echo_server(sock: UdpSocket) {
     }
 }
 
-/// TCP echo on `listener` and TCP discard on `discard`, one thread (epoll via tokio).
-fn tcp_server(listener: std::net::TcpListener, discard: std::net::TcpListener) {
+/// The answer of `ioth serve --app http`, byte for byte the same shape (one request per
+/// connection, then close), so that wrk measures the same exchange on both.
+fn http_answer(ip: &str) -> String {
+    let text = format!("ioth thread 0 at {ip}\n");
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\nServer: ioth\r\n\r\n{text}",
+        text.len()
+    )
+}
+
+/// TCP echo on `listener`, TCP discard on `discard` and HTTP on `http`, one thread (epoll
+/// via tokio).
+fn tcp_server(
+    listener: std::net::TcpListener,
+    discard: std::net::TcpListener,
+    http: std::net::TcpListener,
+) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -324,12 +340,32 @@ fn tcp_server(listener: std::net::TcpListener, discard: std::net::TcpListener) {
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let (Ok(listener), Ok(discard)) = (
+        let (Ok(listener), Ok(discard), Ok(http)) = (
             tokio::net::TcpListener::from_std(listener),
             tokio::net::TcpListener::from_std(discard),
+            tokio::net::TcpListener::from_std(http),
         ) else {
             return;
         };
+        tokio::task::spawn_local(async move {
+            while let Ok((mut s, _)) = http.accept().await {
+                let answer =
+                    http_answer(&s.local_addr().map_or(String::new(), |a| a.ip().to_string()));
+                tokio::task::spawn_local(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024
+                    {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
         tokio::task::spawn_local(async move {
             while let Ok((mut s, _)) = discard.accept().await {
                 tokio::task::spawn_local(async move {
@@ -359,4 +395,65 @@ fn tcp_server(listener: std::net::TcpListener, discard: std::net::TcpListener) {
             });
         }
     });
+}
+
+/// What `wrk` measured against one URL.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WrkResult {
+    /// Requests completed per second.
+    pub requests_per_sec: f64,
+    /// Latency percentiles, µs.
+    pub p50_us: f64,
+    /// Latency percentiles, µs.
+    pub p99_us: f64,
+}
+
+/// `wrk` latency like `1.23ms`, `456.00us` or `1.5s`, in µs.
+fn wrk_duration_us(s: &str) -> Option<f64> {
+    let (num, mult) = if let Some(v) = s.strip_suffix("us") {
+        (v, 1.0)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1e3)
+    } else if let Some(v) = s.strip_suffix("m") {
+        (v, 60e6)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1e6)
+    } else {
+        return None;
+    };
+    Some(num.parse::<f64>().ok()? * mult)
+}
+
+/// Reads `wrk --latency` output.
+pub fn parse_wrk(out: &str) -> Result<WrkResult> {
+    let mut r = WrkResult::default();
+    for line in out.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["Requests/sec:", v] => r.requests_per_sec = v.parse()?,
+            ["50%", v] => r.p50_us = wrk_duration_us(v).context("wrk p50")?,
+            ["99%", v] => r.p99_us = wrk_duration_us(v).context("wrk p99")?,
+            _ => {}
+        }
+    }
+    if r.requests_per_sec <= 0.0 {
+        anyhow::bail!("wrk reported no requests:\n{out}");
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod wrk_tests {
+    use super::*;
+
+    #[test]
+    fn wrk_output_is_read() {
+        let out = "Running 1s test @ http://10.99.0.11/\n  1 threads and 64 connections\n  Latency Distribution\n     50%  641.00us\n     75%    1.02ms\n     90%    2.10ms\n     99%    5.33ms\n  12345 requests in 1.00s, 1.80MB read\nRequests/sec:  12340.55\nTransfer/sec:      1.80MB\n";
+        let r = parse_wrk(out).unwrap();
+        assert_eq!(r.requests_per_sec, 12340.55);
+        assert_eq!(r.p50_us, 641.0);
+        assert_eq!(r.p99_us, 5330.0);
+        assert!(parse_wrk("Requests/sec: 0").is_err());
+        assert_eq!(wrk_duration_us("1.50s"), Some(1.5e6));
+    }
 }

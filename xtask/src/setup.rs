@@ -36,6 +36,7 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "bpftool",
         "tests: inspect the classifier's maps from outside",
     ),
+    ("wrk", "bench: HTTP load from a standard tool"),
 ];
 
 /// The bpf-linker release and the LLVM majors it can link (its cargo features).
