@@ -117,7 +117,10 @@ impl System {
             System::RawAfxdp => matches!(w, UdpEcho | UdpFlood),
             System::XdpDrop => w == UdpFlood,
             System::SmoltcpTap => {
-                matches!(w, UdpEcho | TcpRr(1) | TcpRr(64) | TcpBulkUp | TcpBulkEcho)
+                matches!(
+                    w,
+                    UdpEcho | TcpRr(1) | TcpRr(64) | TcpBulkUp | TcpBulkEcho | TcpBulkDown
+                )
             }
             System::HostDetached | System::HostAttached => {
                 matches!(w, TcpRr(64) | TcpBulkUp | TcpBulkEcho)
@@ -141,6 +144,8 @@ pub enum Workload {
     TcpBulkUp,
     /// TCP bulk through the server's echo (port 7): both directions at once.
     TcpBulkEcho,
+    /// TCP bulk from the server's source (port 19), one connection per thread.
+    TcpBulkDown,
     /// HTTP/1.1 GET, one request per connection, from `wrk` with 64 connections (port 80).
     HttpWrk,
 }
@@ -153,6 +158,7 @@ impl Workload {
             Workload::TcpRr(c) => format!("tcp-rr-64B-{c}conn"),
             Workload::TcpBulkUp => "tcp-bulk-up".into(),
             Workload::TcpBulkEcho => "tcp-bulk-echo".into(),
+            Workload::TcpBulkDown => "tcp-bulk-down".into(),
             Workload::HttpWrk => "http-wrk-64conn".into(),
         }
     }
@@ -161,13 +167,14 @@ impl Workload {
             Workload::UdpEcho => "packets/s",
             Workload::UdpFlood => "packets/s into sockets",
             Workload::TcpRr(_) => "transactions/s",
-            Workload::TcpBulkUp | Workload::TcpBulkEcho => "Gbit/s",
+            Workload::TcpBulkUp | Workload::TcpBulkEcho | Workload::TcpBulkDown => "Gbit/s",
             Workload::HttpWrk => "requests/s",
         }
     }
     fn port(self) -> u16 {
         match self {
             Workload::TcpBulkUp => 9,
+            Workload::TcpBulkDown => 19,
             Workload::HttpWrk => 80,
             _ => 7,
         }
@@ -365,6 +372,8 @@ fn start_ioth(c: &Ctx<'_>, threads: usize, base: u8) -> Result<(Server, Vec<Targ
             "discard".into(),
             "--app".into(),
             "http".into(),
+            "--app".into(),
+            "source".into(),
             "--backlog".into(),
             "64".into(),
             "--metrics".into(),
@@ -565,8 +574,9 @@ fn closed_loop(c: &Ctx<'_>, r: &Running, w: Workload, secs: f64) -> Result<Rep> 
     let res: LoadResult = on_load_cpu(&c.pair.peer, move || match w {
         Workload::UdpEcho => load::udp_echo(&t, 64, 16, d),
         Workload::TcpRr(n) => load::tcp_rr(&t, n, 64, d),
-        Workload::TcpBulkUp => load::tcp_bulk(&t, false, d),
-        Workload::TcpBulkEcho => load::tcp_bulk(&t, true, d),
+        Workload::TcpBulkUp => load::tcp_bulk(&t, load::Bulk::Up, d),
+        Workload::TcpBulkEcho => load::tcp_bulk(&t, load::Bulk::Echo, d),
+        Workload::TcpBulkDown => load::tcp_bulk(&t, load::Bulk::Down, d),
         Workload::UdpFlood | Workload::HttpWrk => bail!("not a socket-client workload"),
     })?;
     let mut rep = Rep {
@@ -575,7 +585,7 @@ fn closed_loop(c: &Ctx<'_>, r: &Running, w: Workload, secs: f64) -> Result<Rep> 
         ..Rep::default()
     };
     match w {
-        Workload::TcpBulkUp | Workload::TcpBulkEcho => {
+        Workload::TcpBulkUp | Workload::TcpBulkEcho | Workload::TcpBulkDown => {
             rep.rate = res.ops as f64 * 8.0 / res.secs / 1e9;
             // CPU per million kilobytes: CPU seconds per GB.
             rep.ops = res.ops / 1000;
@@ -916,6 +926,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                 Workload::TcpRr(64),
                 Workload::TcpBulkUp,
                 Workload::TcpBulkEcho,
+                Workload::TcpBulkDown,
                 Workload::HttpWrk,
             ],
             vec![10_000],
@@ -933,6 +944,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                 Workload::TcpRr(1000),
                 Workload::TcpBulkUp,
                 Workload::TcpBulkEcho,
+                Workload::TcpBulkDown,
                 Workload::HttpWrk,
             ],
             vec![100, 10_000],

@@ -182,7 +182,19 @@ pub fn tcp_rr(
 /// bytes read back (both directions at once); otherwise (a discard server) the bytes written.
 /// `ops` is bytes; bytes still in socket buffers at the end (a few MB at most) count as
 /// written.
-pub fn tcp_bulk(targets: &[SocketAddr], echo: bool, duration: Duration) -> Result<LoadResult> {
+/// Which way a bulk transfer goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bulk {
+    /// To the server's discard port: bytes written count.
+    Up,
+    /// Through the server's echo: bytes read back count (both directions at once).
+    Echo,
+    /// From the server's source port: bytes read count.
+    Down,
+}
+
+pub fn tcp_bulk(targets: &[SocketAddr], mode: Bulk, duration: Duration) -> Result<LoadResult> {
+    let echo = mode != Bulk::Up;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -207,6 +219,12 @@ pub fn tcp_bulk(targets: &[SocketAddr], echo: bool, duration: Duration) -> Resul
             let counted = Rc::clone(&bytes);
             tasks.push(tokio::task::spawn_local(async move {
                 let chunk = vec![0x5au8; 64 * 1024];
+                if mode == Bulk::Down {
+                    // Keep the write half open (dropping it would send FIN) until the end.
+                    tokio::time::sleep_until(end.into()).await;
+                    drop(w);
+                    return;
+                }
                 while Instant::now() < end {
                     match tokio::time::timeout_at(end.into(), w.write_all(&chunk)).await {
                         Ok(Ok(())) => {
@@ -261,9 +279,10 @@ pub fn kernel_server(ips: &[IpAddr], threads: usize, port: u16, reuseport: bool)
         let tcp = bind_tcp(addr, reuseport)?;
         let discard = bind_tcp(SocketAddr::new(ip, 9), reuseport)?;
         let http = bind_tcp(SocketAddr::new(ip, 80), reuseport)?;
+        let source = bind_tcp(SocketAddr::new(ip, 19), reuseport)?;
         handles.push(std::thread::spawn(move || {
             let udp_thread = std::thread::spawn(move || udp_echo_server(udp));
-            tcp_server(tcp, discard, http);
+            tcp_server(tcp, discard, http, source);
             let _ = udp_thread.join();
         }));
     }
@@ -325,12 +344,13 @@ fn http_answer(ip: &str) -> String {
     )
 }
 
-/// TCP echo on `listener`, TCP discard on `discard` and HTTP on `http`, one thread (epoll
-/// via tokio).
+/// TCP echo on `listener`, TCP discard on `discard`, HTTP on `http` and a source of zeros on
+/// `source`, one thread (epoll via tokio).
 fn tcp_server(
     listener: std::net::TcpListener,
     discard: std::net::TcpListener,
     http: std::net::TcpListener,
+    source: std::net::TcpListener,
 ) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -340,13 +360,22 @@ fn tcp_server(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let (Ok(listener), Ok(discard), Ok(http)) = (
+        let (Ok(listener), Ok(discard), Ok(http), Ok(source)) = (
             tokio::net::TcpListener::from_std(listener),
             tokio::net::TcpListener::from_std(discard),
             tokio::net::TcpListener::from_std(http),
+            tokio::net::TcpListener::from_std(source),
         ) else {
             return;
         };
+        tokio::task::spawn_local(async move {
+            while let Ok((mut s, _)) = source.accept().await {
+                tokio::task::spawn_local(async move {
+                    let chunk = vec![0u8; 64 * 1024];
+                    while s.write_all(&chunk).await.is_ok() {}
+                });
+            }
+        });
         tokio::task::spawn_local(async move {
             while let Ok((mut s, _)) = http.accept().await {
                 let answer =

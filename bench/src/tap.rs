@@ -3,7 +3,7 @@
 //! AF_XDP path adds (or saves). Thread i opens TAP `tapb<i>`, gives the kernel side
 //! 10.98.i.1/24 and its stack 10.98.i.2/24 (gateway 10.98.i.1); the harness routes
 //! 10.98.0.0/16 from the load side through the server namespace (IP forwarding).
-//! TCP and UDP echo on port 7, TCP discard on port 9. Runs until killed.
+//! TCP and UDP echo on port 7, TCP discard on port 9, TCP source on port 19. Runs until killed.
 
 use std::{net::Ipv4Addr, time::Duration};
 
@@ -69,13 +69,18 @@ fn serve(i: usize, ready: &std::sync::mpsc::Sender<Result<(), String>>) -> Resul
     let mut stack = Stack::new(link, config, now())?;
     let mut echo = TcpListener::bind(&mut stack, 7, 64)?;
     let mut discard = TcpListener::bind(&mut stack, 9, 64)?;
+    let mut source = TcpListener::bind(&mut stack, 19, 64)?;
     let udp_h = stack.udp_bind(7, 256)?;
     let _ = ready.send(Ok(()));
     let mut conns: Vec<ServiceConn> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         stack.poll(now())?;
-        for (l, service) in [(&mut echo, Service::Echo), (&mut discard, Service::Discard)] {
+        for (l, service) in [
+            (&mut echo, Service::Echo),
+            (&mut discard, Service::Discard),
+            (&mut source, Service::Source),
+        ] {
             while let Some(handle) = l.accept(&mut stack) {
                 conns.push(ServiceConn::new(service, handle));
             }

@@ -47,6 +47,8 @@ pub enum App {
     Http,
     /// TCP and UDP discard (port 9 by default).
     Discard,
+    /// TCP source: zeros as fast as the peer reads (port 19, chargen's, by default).
+    Source,
 }
 
 /// XDP attach mode on the command line.
@@ -246,6 +248,7 @@ impl App {
             App::Echo => 7,
             App::Http => 80,
             App::Discard => 9,
+            App::Source => 19,
         }
     }
 }
@@ -370,7 +373,7 @@ fn worker(
                 return;
             }
         }
-        if app != App::Http {
+        if matches!(app, App::Echo | App::Discard) {
             match stack.udp_bind(port, 256) {
                 Ok(h) => udps.push((app, h)),
                 Err(e) => {
@@ -414,6 +417,7 @@ fn worker(
                 conns.push(match app {
                     App::Echo => Conn::Stream(ServiceConn::new(Service::Echo, handle)),
                     App::Discard => Conn::Stream(ServiceConn::new(Service::Discard, handle)),
+                    App::Source => Conn::Stream(ServiceConn::new(Service::Source, handle)),
                     App::Http => Conn::Http {
                         handle,
                         request: Vec::new(),

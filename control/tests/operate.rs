@@ -330,3 +330,42 @@ fn retransmissions_are_counted_when_the_peer_drops_segments() {
         v[0]["tx_packets"]
     );
 }
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn the_source_app_streams_zeros_to_a_kernel_reader() {
+    let pair = VethPair::new("source", 1).expect("veth pair");
+    let _server = Server::start(&pair, 1, "source", &[]);
+    let cmd = format!(
+        "socat -u TCP:{}:19 - | head -c 2000000 | od -An -tx1 | sort -u",
+        v4(0)
+    );
+    let out = pair
+        .peer
+        .command("timeout")
+        .args(["20", "sh", "-c", &cmd])
+        .output()
+        .expect("socat");
+    // 2 MB arrived (head stops the reader) and every byte is zero.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.chars().all(|c| c == '0' || c == ' ' || c == '*')),
+        "{text}"
+    );
+    assert!(!lines.is_empty(), "nothing arrived");
+    let count = pair
+        .peer
+        .command("timeout")
+        .args([
+            "20",
+            "sh",
+            "-c",
+            &format!("socat -u TCP:{}:19 - | head -c 2000000 | wc -c", v4(0)),
+        ])
+        .output()
+        .expect("socat");
+    assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "2000000");
+}

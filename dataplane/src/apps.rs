@@ -1,5 +1,5 @@
-//! Small TCP services driven from a stack's poll loop: the echo and discard steps that
-//! `ioth serve` and the benchmark's TAP server share, so both measure the same code.
+//! Small TCP services driven from a stack's poll loop: the echo, discard and source steps
+//! that `ioth serve` and the benchmark's TAP server share, so both measure the same code.
 
 use smoltcp::socket::tcp;
 
@@ -12,6 +12,8 @@ pub enum Service {
     Echo,
     /// Reads and forgets.
     Discard,
+    /// Sends zeros as fast as the peer takes them (like chargen), and forgets what it reads.
+    Source,
 }
 
 /// One connection of a [`Service`].
@@ -55,6 +57,7 @@ impl ServiceConn {
             && s.may_recv()
             && !s.can_recv()
             && self.pending.is_empty()
+            && (self.service != Service::Source || !s.can_send())
         {
             return Step::default();
         }
@@ -78,12 +81,19 @@ impl ServiceConn {
                     received = n > 0;
                 }
             }
-            Service::Discard => {
+            Service::Discard | Service::Source => {
                 while let Ok(n) = s.recv_slice(buf) {
                     if n == 0 {
                         break;
                     }
                     received = true;
+                }
+                if self.service == Service::Source && s.may_send() {
+                    // Fill the send buffer in place; the peer's window paces it.
+                    let _ = s.send(|room| {
+                        room.fill(0);
+                        (room.len(), ())
+                    });
                 }
             }
         }
