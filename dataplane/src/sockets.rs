@@ -52,7 +52,11 @@ type Flow = (IpEndpoint, IpEndpoint);
 #[derive(Debug)]
 pub struct Sockets {
     shards: Vec<Shard>,
-    flows: HashMap<Flow, u16>,
+    /// Flow → the socket that owns it (in a flow shard).
+    flows: HashMap<Flow, SocketHandle>,
+    /// The flow each placed socket was filed under (smoltcp forgets a closed socket's
+    /// endpoints, so removal needs this to find the flow entry).
+    placed: HashMap<SocketHandle, Flow>,
     count: usize,
 }
 
@@ -67,6 +71,7 @@ impl Default for Sockets {
                 })
                 .collect(),
             flows: HashMap::new(),
+            placed: HashMap::new(),
             count: 0,
         }
     }
@@ -120,11 +125,10 @@ impl Sockets {
         let socket = shard.set.remove(h.inner);
         shard.dirty = true;
         self.count -= 1;
-        if h.shard != 0
-            && let Socket::Tcp(t) = &socket
-            && let (Some(l), Some(r)) = (t.local_endpoint(), t.remote_endpoint())
+        if let Some(flow) = self.placed.remove(&h)
+            && self.flows.get(&flow) == Some(&h)
         {
-            self.flows.remove(&(l, r));
+            self.flows.remove(&flow);
         }
         socket
     }
@@ -169,19 +173,32 @@ impl Sockets {
         let socket = self.shards[0].set.remove(h.inner);
         let target = &mut self.shards[usize::from(shard)];
         target.dirty = true;
-        let inner = target.set.add(socket);
-        self.flows.insert(flow, shard);
-        SocketHandle { shard, inner }
+        let placed = SocketHandle {
+            shard,
+            inner: target.set.add(socket),
+        };
+        // A newer connection on the same flow (the old one closed but not removed yet)
+        // takes the flow over.
+        if let Some(old) = self.flows.insert(flow, placed) {
+            self.placed.remove(&old);
+        }
+        self.placed.insert(placed, flow);
+        placed
     }
 
-    /// The shard that must see `frame` (an Ethernet frame).
+    /// The shard that must see `frame` (an Ethernet frame). A SYN without ACK opens a new
+    /// connection whatever the table says (a client may reuse the ports of one that is closed
+    /// but not removed yet): it goes to the listeners, in the control shard.
     pub(crate) fn shard_for(&self, frame: &[u8]) -> usize {
         if self.flows.is_empty() {
             return 0;
         }
-        tcp_flow(frame)
-            .and_then(|f| self.flows.get(&f))
-            .map_or(0, |s| usize::from(*s))
+        match tcp_flow(frame) {
+            Some((flow, flags)) if flags & 0x12 != 0x02 => {
+                self.flows.get(&flow).map_or(0, |h| usize::from(h.shard))
+            }
+            _ => 0,
+        }
     }
 
     /// A shard to receive into: marks it for an egress pass.
@@ -232,8 +249,9 @@ impl Sockets {
     }
 }
 
-/// The (local, remote) endpoints of a TCP segment in an Ethernet frame addressed to us.
-fn tcp_flow(frame: &[u8]) -> Option<Flow> {
+/// The (local, remote) endpoints and the flags of a TCP segment in an Ethernet frame
+/// addressed to us.
+fn tcp_flow(frame: &[u8]) -> Option<(Flow, u8)> {
     let be16 = |at: usize| Some(u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?));
     let l3 = 14;
     let (src, dst, l4) = match be16(12)? {
@@ -260,9 +278,13 @@ fn tcp_flow(frame: &[u8]) -> Option<Flow> {
         }
         _ => return None,
     };
+    let flags = *frame.get(l4 + 13)?;
     Some((
-        IpEndpoint::new(dst, be16(l4 + 2)?),
-        IpEndpoint::new(src, be16(l4)?),
+        (
+            IpEndpoint::new(dst, be16(l4 + 2)?),
+            IpEndpoint::new(src, be16(l4)?),
+        ),
+        flags,
     ))
 }
 
@@ -290,14 +312,24 @@ mod tests {
         f[30..34].copy_from_slice(&[10, 0, 0, 1]);
         f[34..36].copy_from_slice(&1234u16.to_be_bytes());
         f[36..38].copy_from_slice(&80u16.to_be_bytes());
-        let flow = tcp_flow(&f).expect("a TCP flow");
+        f[47] = 0x10; // ACK
+        let (flow, _) = tcp_flow(&f).expect("a TCP flow");
         assert_eq!(
             flow,
             (local, IpEndpoint::new(IpAddress::v4(10, 0, 0, 2), 1234))
         );
         let mut s = Sockets::default();
         assert_eq!(s.shard_for(&f), 0);
-        s.flows.insert(flow, 7);
+        let h = s.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 64]),
+            tcp::SocketBuffer::new(vec![0; 64]),
+        ));
+        let placed = SocketHandle { shard: 7, ..h };
+        s.flows.insert(flow, placed);
+        assert_eq!(s.shard_for(&f), 7);
+        f[47] = 0x02; // a new SYN on the same ports: the listeners
+        assert_eq!(s.shard_for(&f), 0);
+        f[47] = 0x12; // SYN-ACK (an outgoing connection's answer): its shard
         assert_eq!(s.shard_for(&f), 7);
         f[23] = 17; // UDP: the control shard
         assert_eq!(s.shard_for(&f), 0);

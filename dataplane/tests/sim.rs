@@ -184,3 +184,46 @@ fn known_smoltcp_stall_when_both_ends_time_out_is_reproduced() {
     let e = r.expect_err("smoltcp no longer stalls here: turn this into a normal test");
     assert!(e.contains("no progress"), "{e}");
 }
+
+/// A client that reuses the ports of a finished connection is served again: the flow table
+/// forgets removed connections, and a new SYN always reaches the listeners (sharded sockets).
+#[test]
+fn a_reused_four_tuple_is_accepted_again() {
+    let (mut a, mut b) = stacks(Impairments {
+        delay: std::time::Duration::ZERO,
+        jitter: std::time::Duration::ZERO,
+        ..Impairments::default()
+    });
+    let mut listener = TcpListener::bind(&mut b, 7, 2).unwrap();
+    let mut t = Instant::from_millis(0);
+    for round in 0..3 {
+        let h = a.tcp_socket().unwrap();
+        let client = connect(&mut a, h, 50000);
+        let mut server = None;
+        for _ in 0..3000 {
+            a.poll(t).unwrap();
+            b.poll(t).unwrap();
+            if server.is_none() {
+                server = listener.accept(&mut b);
+            }
+            t += Duration::from_millis(1);
+        }
+        let server = server.unwrap_or_else(|| panic!("round {round}: not accepted"));
+        assert_eq!(
+            a.sockets().get::<tcp::Socket<'_>>(client).state(),
+            tcp::State::Established,
+            "round {round}"
+        );
+        // Both ends abort and forget the connection; the server's socket is removed while
+        // smoltcp no longer knows its endpoints.
+        a.sockets().get_mut::<tcp::Socket<'_>>(client).abort();
+        b.sockets().get_mut::<tcp::Socket<'_>>(server).abort();
+        for _ in 0..10 {
+            a.poll(t).unwrap();
+            b.poll(t).unwrap();
+            t += Duration::from_millis(1);
+        }
+        a.sockets().remove(client);
+        b.sockets().remove(server);
+    }
+}
