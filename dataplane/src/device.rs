@@ -64,8 +64,7 @@ pub struct XdpStats {
 }
 
 /// The AF_XDP link of one stack: a socket on every rx queue of the interface (frames for
-/// the stack can arrive on any of them) and transmission through one of them (stacks spread
-/// over the queues, so they do not all share one queue's UMEM lock).
+/// the stack can arrive on any of them) and transmission through one of them.
 pub struct XskDevice {
     rx: Vec<RxPart>,
     tx: TxPart,
