@@ -1,5 +1,5 @@
-//! The harness's own XDP programs (`ioth-bench-xdp`, built from `ebpf/ioth-ebpf` by
-//! `bench/build.rs`): the live-frame generator, the XDP_DROP ceiling and frame counters.
+//! The harness's own XDP programs (`ioth-bench-xdp`, built from `ebpf/ioth-ebpf` together
+//! with the classifier by `dataplane/build.rs`): the live-frame generator, the XDP_DROP ceiling and frame counters.
 //!
 //! The generator runs `bench_tx` with BPF_PROG_TEST_RUN in live-frame mode
 //! (BPF_F_TEST_XDP_LIVE_FRAMES, which aya 0.14 exposes as `TestRunAttrs::xdp_live_frames`):
@@ -16,7 +16,7 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ioth-bench-xdp"));
+use ioth_dataplane::classifier::BENCH_XDP_OBJECT as OBJECT;
 
 /// One of the harness's XDP programs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

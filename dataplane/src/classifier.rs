@@ -28,6 +28,12 @@ use ioth_common::{
 /// The compiled classifier, built by build.rs through aya-build.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ioth-ebpf"));
 
+/// The benchmark harness's XDP programs (the `ioth-bench-xdp` binary of `ebpf/ioth-ebpf`:
+/// live-frame generator, XDP_DROP ceiling, counters). `build.rs` builds every binary of that
+/// package, so `ioth-bench` takes the object from here instead of building it again.
+pub static BENCH_XDP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ioth-bench-xdp"));
+
 /// `BPF_NOEXIST`: insert only if the key is not there yet.
 const BPF_NOEXIST: u64 = 1;
 
