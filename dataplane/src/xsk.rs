@@ -192,6 +192,11 @@ struct Shared {
     free: Vec<FrameDesc>,
     /// Scratch space for completion-ring batches.
     completed: Vec<FrameDesc>,
+    /// Most frames the kernel may hold for reception: the fill ring's size, at most half
+    /// the UMEM. Without a limit a flood parks every frame on the fill and rx rings, and a
+    /// stack that needs a free frame to answer (smoltcp takes an rx and a tx token
+    /// together) can neither reply nor, in the worst case, receive.
+    rx_limit: usize,
 }
 
 impl Shared {
@@ -210,11 +215,23 @@ impl Shared {
 
     /// Tops up the fill ring from the free list. Returns how many frames were produced.
     fn top_up(&mut self, account: &FrameAccount) -> usize {
-        let Shared { fill, free, .. } = self;
+        let Shared {
+            fill,
+            free,
+            rx_limit,
+            ..
+        } = self;
         let Some((fq, _)) = fill.as_mut() else {
             return 0;
         };
-        let n = (fq.nb_free(free.len() as u32) as usize).min(free.len());
+        // The kernel holds at most `rx_limit` frames for reception (fill ring, in flight,
+        // rx rings): the rest of the UMEM stays for received frames user space still holds
+        // and for transmission, so a flood cannot take every frame and starve replies.
+        let held = account.kernel_rx.load(Ordering::Relaxed) as usize;
+        let room = rx_limit.saturating_sub(held);
+        let n = (fq.nb_free(free.len() as u32) as usize)
+            .min(free.len())
+            .min(room);
         if n == 0 {
             return 0;
         }
@@ -286,6 +303,7 @@ impl QueueUmem {
                 fill: None,
                 free: descs,
                 completed: vec![FrameDesc::default(); config.fill_size as usize],
+                rx_limit: config.fill_size.min(config.frames / 2) as usize,
             }),
             account,
             mode: Mutex::new(None),
@@ -398,6 +416,7 @@ impl QueueUmem {
                     }
                     let fd = rx.fd().as_raw_fd();
                     let ring = self.config.ring_size as usize;
+                    set_tx_budget(fd, self.config.ring_size);
                     drop(shared);
                     let mut socket = XskSocket {
                         rx: RxPart {
@@ -416,6 +435,8 @@ impl QueueUmem {
                             ring: tx,
                             cache: Vec::with_capacity(CACHE_BATCH * 2),
                             pending: Vec::with_capacity(ring),
+                            fd,
+                            unkicked: false,
                         },
                     };
                     if first {
@@ -642,6 +663,10 @@ pub struct TxPart {
     cache: Vec<FrameDesc>,
     /// Written frames not yet on the tx ring.
     pending: Vec<FrameDesc>,
+    /// The socket's fd (for kicks).
+    fd: RawFd,
+    /// The last kick left frames on the tx ring.
+    unkicked: bool,
 }
 
 impl fmt::Debug for TxPart {
@@ -685,8 +710,13 @@ impl TxPart {
     }
 
     /// Puts queued frames on the tx ring and kicks the kernel if it asks for it.
+    ///
+    /// In copy mode the kernel transmits only inside the kick (sendto), at most its tx
+    /// budget per call, and says EAGAIN when it left frames on the ring: those are kicked
+    /// again here (a few times) and, if some still remain, at the next flush even when
+    /// nothing new was queued, so no frame waits on the ring for more traffic.
     pub fn flush(&mut self) -> Result<usize> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && !self.unkicked {
             return Ok(0);
         }
         // SAFETY: pending descriptors are frames of this UMEM written by `send`, owned by
@@ -695,16 +725,19 @@ impl TxPart {
         let q = &self.queue;
         q.account.moved(&q.account.free, &q.account.kernel_tx, n);
         self.pending.drain(..n);
-        if n > 0
-            && self.ring.needs_wakeup()
-            && let Err(source) = self.ring.wakeup()
-            // EAGAIN/EBUSY: the kernel is busy with the ring; the next flush kicks again.
-            && !matches!(source.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY))
-        {
-            return Err(XskError::Io {
-                what: "tx wakeup",
-                source,
-            });
+        if (n > 0 || self.unkicked) && self.ring.needs_wakeup() {
+            self.unkicked = true;
+            for _ in 0..TX_KICKS {
+                if !kick_tx(self.fd).map_err(|source| XskError::Io {
+                    what: "tx wakeup",
+                    source,
+                })? {
+                    self.unkicked = false;
+                    break;
+                }
+            }
+        } else {
+            self.unkicked = false;
         }
         Ok(n)
     }
@@ -748,6 +781,67 @@ impl Drop for RxPart {
         q.account.rx_batch.fetch_sub(batch, Ordering::Relaxed);
         let mut shared = q.lock();
         shared.free.append(&mut self.recycle);
+    }
+}
+
+/// Kicks per flush while the kernel leaves frames on the tx ring (copy mode).
+const TX_KICKS: usize = 4;
+
+/// `SOL_XDP` and `XDP_MAX_TX_SKB_BUDGET` (Linux 6.17, `include/uapi/linux/if_xdp.h`; not in
+/// the libc crate yet).
+const SOL_XDP: libc::c_int = 283;
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
+/// Lets one copy-mode kick send up to `frames` frames instead of the kernel's default 32.
+/// Older kernels do not know the option: then each kick sends 32 and [`TxPart::flush`]
+/// kicks again.
+fn set_tx_budget(fd: RawFd, frames: u32) {
+    let budget: u32 = frames;
+    // SAFETY: `budget` is a live u32 for the duration of the call and its size is passed;
+    // setsockopt only reads it. `fd` is the AF_XDP socket just created.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            (&raw const budget).cast(),
+            size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        log::debug!(
+            "XDP_MAX_TX_SKB_BUDGET {frames}: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// Asks the kernel to transmit what is on the socket's tx ring (sendto, no data). Returns
+/// whether it left frames there (EAGAIN: its per-call budget ran out, or the completion
+/// ring is full until user space reclaims).
+fn kick_tx(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: a zero-length sendto with null buffer and address is how AF_XDP is told to
+    // transmit; the kernel reads no user memory.
+    let r = unsafe {
+        libc::sendto(
+            fd,
+            std::ptr::null(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null(),
+            0,
+        )
+    };
+    if r >= 0 {
+        return Ok(false);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => Ok(true),
+        // Busy (another kick in progress), no buffers, link down: the frames stay on the
+        // ring and the next flush tries again.
+        Some(libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN | libc::EINTR) => Ok(false),
+        _ => Err(e),
     }
 }
 
