@@ -152,14 +152,21 @@ where
             })
             .collect::<io::Result<_>>()?;
         loop {
-            let delay = {
+            let (delay, more) = {
                 let mut inner = self.inner.borrow_mut();
                 let now = inner.now();
                 let s = inner.owner.stack();
                 s.poll(now)?;
                 self.reap(s);
-                s.poll_delay(now)
+                (s.poll_delay(now), s.rx_pending())
             };
+            if more {
+                // Frames are still waiting (the poll stopped at its budget): let the tasks
+                // read their sockets, then take the rest in. Their fd readiness is already
+                // spent, so waiting for it could leave them until the next timer.
+                tokio::task::yield_now().await;
+                continue;
+            }
             let sleep = tokio::time::sleep(delay.unwrap_or(Duration::from_secs(1)));
             tokio::pin!(sleep);
             let readable = async {

@@ -173,7 +173,14 @@ pub struct Stack<L: Link> {
     sockets: Sockets,
     link: L,
     config: StackConfig,
+    /// The last poll stopped at its receive budget with frames still waiting.
+    rx_left: bool,
 }
+
+/// Most frames one [`Stack::poll`] takes in before it sends and returns (like NAPI's
+/// budget): under a flood the application still gets to read its sockets and the stack to
+/// answer, instead of receiving until its socket buffers overflow.
+pub const RX_BUDGET: usize = 64;
 
 impl<L: Link> fmt::Debug for Stack<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -215,6 +222,7 @@ impl<L: Link> Stack<L> {
             sockets: Sockets::default(),
             link,
             config,
+            rx_left: false,
         })
     }
 
@@ -224,16 +232,27 @@ impl<L: Link> Stack<L> {
     /// Each received frame is processed against the socket shard its flow belongs to, and
     /// egress visits only the shards that need it (see [`crate::sockets`]), so the cost per
     /// packet does not grow with idle connections.
+    ///
+    /// At most [`RX_BUDGET`] frames are taken in per call; [`Stack::rx_pending`] says
+    /// whether more were waiting (then poll again before sleeping).
     pub fn poll(&mut self, now: Instant) -> std::io::Result<bool> {
         let Self {
             iface,
             sockets,
             link,
+            rx_left,
             ..
         } = self;
         iface.poll_maintenance(now);
         let mut changed = false;
+        *rx_left = false;
+        let mut taken = 0;
         while let Some(shard) = link.peek(now, |frame| sockets.shard_for(frame)) {
+            if taken == RX_BUDGET {
+                *rx_left = true;
+                break;
+            }
+            taken += 1;
             match iface.poll_ingress_single(now, link, sockets.shard_mut(shard)) {
                 PollIngressSingleResult::None => break,
                 PollIngressSingleResult::PacketProcessed => {}
@@ -259,8 +278,17 @@ impl<L: Link> Stack<L> {
             .map(|t| Duration::from_micros(if t > now { (t - now).total_micros() } else { 0 }))
     }
 
+    /// Whether the last [`Stack::poll`] left received frames for the next one (it stopped
+    /// at [`RX_BUDGET`]).
+    pub fn rx_pending(&self) -> bool {
+        self.rx_left
+    }
+
     /// Sleeps until frames may be there or the next timer is due (at most `cap`).
     pub fn wait(&mut self, now: Instant, cap: Duration) -> std::io::Result<()> {
+        if self.rx_left {
+            return Ok(());
+        }
         let delay = self.poll_delay(now).map_or(cap, |d| d.min(cap));
         if delay.is_zero() {
             return Ok(());
