@@ -27,21 +27,35 @@ pub enum L4Checksum {
     Invalid,
 }
 
-/// Ones'-complement sum of `data` (16-bit big-endian words, odd byte padded), not folded.
+/// Ones'-complement sum of `data` (16-bit big-endian words, odd byte padded), folded to 16
+/// bits.
+///
+/// Eight bytes at a time: the ones'-complement sum does not depend on byte order except for
+/// one final swap (RFC 1071 §2(B)), so native-endian u64 words are added with end-around
+/// carry and the folded result is turned into big-endian order at the end. Chunks start at
+/// even offsets, so 16-bit word boundaries are kept.
 fn sum(data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    let mut acc: u32 = 0;
+    let add = |acc: u64, w: u64| {
+        let (s, carry) = acc.overflowing_add(w);
+        s + u64::from(carry)
+    };
+    let mut chunks = data.chunks_exact(8);
+    let mut acc = 0u64;
     for c in &mut chunks {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-        // Fold early so the accumulator never overflows, whatever the length.
-        if acc & 0x8000_0000 != 0 {
-            acc = (acc & 0xffff) + (acc >> 16);
-        }
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        acc = add(acc, u64::from_ne_bytes(w));
     }
-    if let [last] = chunks.remainder() {
-        acc = acc.wrapping_add(u32::from(*last) << 8);
-    }
-    acc
+    let rest = chunks.remainder();
+    let mut w = [0u8; 8];
+    w[..rest.len()].copy_from_slice(rest);
+    acc = add(acc, u64::from_ne_bytes(w));
+    // Fold 64 → 16 bits with end-around carry (still in native byte order).
+    let acc = (acc & 0xffff_ffff) + (acc >> 32);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    u32::from(u16::from_be(acc as u16))
 }
 
 fn fold(mut acc: u32) -> u16 {
@@ -183,6 +197,34 @@ mod tests {
             &caps,
         );
         buf
+    }
+
+    /// The textbook sum, 16 bits at a time.
+    fn reference_sum(data: &[u8]) -> u16 {
+        let mut acc: u64 = 0;
+        for c in data.chunks(2) {
+            let hi = u64::from(c[0]) << 8;
+            acc += hi | c.get(1).map_or(0, |b| u64::from(*b));
+        }
+        fold((acc & 0xffff_ffff) as u32 + (acc >> 32) as u32)
+    }
+
+    #[test]
+    fn the_wide_sum_equals_the_textbook_sum_at_every_length() {
+        // A deterministic xorshift: lengths 0..=300, all-ones and random contents (carries).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        };
+        for len in 0..=300 {
+            let random: Vec<u8> = (0..len).map(|_| next()).collect();
+            for data in [random, vec![0xff; len], vec![0; len]] {
+                assert_eq!(fold(sum(&data)), reference_sum(&data), "len {len}");
+            }
+        }
     }
 
     #[test]
