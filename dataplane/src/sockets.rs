@@ -4,16 +4,19 @@
 //! walks all of it (an idle established TCP socket costs ~0.3 µs per pass; `ioth-bench stack`
 //! measures it). [`Sockets`] keeps several sets instead:
 //!
-//! - shard 0, the *control* shard: listening sockets, handshakes not yet accepted, UDP
-//!   sockets, and every frame that is not TCP;
+//! - shard 0, the *datagram* shard: UDP (and ICMP) sockets, and every frame that is not TCP;
+//! - the *listen* shard ([`LISTEN_SHARD`]): listening TCP sockets, handshakes not yet
+//!   accepted, TCP sockets not connected yet, and every TCP segment of no known flow;
 //! - shards 1..=[`FLOW_SHARDS`]: established TCP connections, each in the shard its flow
 //!   (local and remote address and port) hashes to. A connection moves there when
 //!   [`crate::TcpListener::accept`] hands it out or when [`crate::Stack::connect_tcp`] starts
 //!   it; a flow table maps the flow to its shard.
 //!
-//! The stack peeks at each received frame, looks its TCP flow up in the table (unknown flows
-//! go to the control shard, where a listener or a handshake takes them, or smoltcp answers
-//! RST as it would anyway), and lets smoltcp process it against that shard only. Egress runs
+//! The stack peeks at each received frame: what is not TCP goes to the datagram shard (so a
+//! UDP datagram is matched against the UDP sockets only, not against a listener's backlog);
+//! a TCP segment's flow is looked up in the table (unknown flows go to the listen shard,
+//! where a listener or a handshake takes them, or smoltcp answers RST as it would anyway).
+//! smoltcp processes the frame against that shard only. Egress runs
 //! only on shards that received a frame, that the application touched (any `get_mut`), or
 //! whose timers are due: an idle connection is not visited at all.
 
@@ -26,8 +29,11 @@ use smoltcp::{
     wire::{IpAddress, IpEndpoint},
 };
 
-/// Shards for established connections (shard 0, the control shard, comes on top).
+/// Shards for established connections (the datagram and the listen shard come on top).
 pub const FLOW_SHARDS: usize = 64;
+
+/// The shard of listeners, handshakes and unconnected TCP sockets.
+pub const LISTEN_SHARD: usize = FLOW_SHARDS + 1;
 
 /// A socket of a [`crate::Stack`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,7 +69,7 @@ pub struct Sockets {
 impl Default for Sockets {
     fn default() -> Self {
         Self {
-            shards: (0..=FLOW_SHARDS)
+            shards: (0..=LISTEN_SHARD)
                 .map(|_| Shard {
                     set: SocketSet::new(Vec::new()),
                     dirty: false,
@@ -108,13 +114,18 @@ impl Sockets {
         shard.set.get_mut(h.inner)
     }
 
-    /// Adds a socket (to the control shard).
+    /// Adds a socket: a TCP socket to the listen shard, any other to the datagram shard.
     pub fn add<T: AnySocket<'static>>(&mut self, socket: T) -> SocketHandle {
-        let shard = &mut self.shards[0];
+        let socket = socket.upcast();
+        let index = match socket {
+            Socket::Tcp(_) => LISTEN_SHARD,
+            _ => 0,
+        };
+        let shard = &mut self.shards[index];
         shard.dirty = true;
         self.count += 1;
         SocketHandle {
-            shard: 0,
+            shard: index as u16,
             inner: shard.set.add(socket),
         }
     }
@@ -158,19 +169,21 @@ impl Sockets {
         self.count == 0
     }
 
-    /// Moves TCP socket `h` from the control shard to its flow's shard, once its endpoints
+    /// Moves TCP socket `h` from the listen shard to its flow's shard, once its endpoints
     /// are known. Returns its (new) handle.
     pub(crate) fn place(&mut self, h: SocketHandle) -> SocketHandle {
-        if h.shard != 0 {
+        if usize::from(h.shard) != LISTEN_SHARD {
             return h;
         }
-        let t = self.shards[0].set.get::<tcp::Socket<'static>>(h.inner);
+        let t = self.shards[LISTEN_SHARD]
+            .set
+            .get::<tcp::Socket<'static>>(h.inner);
         let (Some(local), Some(remote)) = (t.local_endpoint(), t.remote_endpoint()) else {
             return h;
         };
         let flow = (local, remote);
         let shard = flow_shard(&flow);
-        let socket = self.shards[0].set.remove(h.inner);
+        let socket = self.shards[LISTEN_SHARD].set.remove(h.inner);
         let target = &mut self.shards[usize::from(shard)];
         target.dirty = true;
         let placed = SocketHandle {
@@ -188,16 +201,18 @@ impl Sockets {
 
     /// The shard that must see `frame` (an Ethernet frame). A SYN without ACK opens a new
     /// connection whatever the table says (a client may reuse the ports of one that is closed
-    /// but not removed yet): it goes to the listeners, in the control shard.
+    /// but not removed yet): it goes to the listeners, in the listen shard.
     pub(crate) fn shard_for(&self, frame: &[u8]) -> usize {
-        if self.flows.is_empty() {
-            return 0;
-        }
-        match tcp_flow(frame) {
-            Some((flow, flags)) if flags & 0x12 != 0x02 => {
-                self.flows.get(&flow).map_or(0, |h| usize::from(h.shard))
+        match transport(frame) {
+            Transport::Other => 0,
+            Transport::Tcp(Some((flow, flags)))
+                if flags & 0x12 != 0x02 && !self.flows.is_empty() =>
+            {
+                self.flows
+                    .get(&flow)
+                    .map_or(LISTEN_SHARD, |h| usize::from(h.shard))
             }
-            _ => 0,
+            Transport::Tcp(_) => LISTEN_SHARD,
         }
     }
 
@@ -249,43 +264,79 @@ impl Sockets {
     }
 }
 
-/// The (local, remote) endpoints and the flags of a TCP segment in an Ethernet frame
-/// addressed to us.
-fn tcp_flow(frame: &[u8]) -> Option<(Flow, u8)> {
+/// What a received frame carries, as far as picking its shard goes.
+enum Transport {
+    /// A TCP segment (of IPv4, or IPv6 behind hop-by-hop, routing and destination-options
+    /// headers): its (local, remote) endpoints and flags, if the headers are all there.
+    Tcp(Option<(Flow, u8)>),
+    /// Anything else: UDP, ICMP, ARP, NDP, other protocols.
+    Other,
+}
+
+const TCP: u8 = 6;
+
+/// Classifies a frame addressed to us (see [`Transport`]).
+fn transport(frame: &[u8]) -> Transport {
     let be16 = |at: usize| Some(u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?));
     let l3 = 14;
-    let (src, dst, l4) = match be16(12)? {
-        0x0800 => {
-            let ihl = usize::from(frame.get(l3)? & 0x0f) * 4;
-            if *frame.get(l3 + 9)? != 6 || ihl < 20 {
-                return None;
+    let header = match be16(12) {
+        Some(0x0800) => {
+            if frame.get(l3 + 9) != Some(&TCP) {
+                return Transport::Other;
             }
+            let ihl = frame.get(l3).map_or(0, |b| usize::from(b & 0x0f) * 4);
             let addr = |at: usize| -> Option<IpAddress> {
                 let o: [u8; 4] = frame.get(at..at + 4)?.try_into().ok()?;
                 Some(IpAddress::Ipv4(o.into()))
             };
-            (addr(l3 + 12)?, addr(l3 + 16)?, l3 + ihl)
+            (ihl >= 20)
+                .then(|| Some((addr(l3 + 12)?, addr(l3 + 16)?, l3 + ihl)))
+                .flatten()
         }
-        0x86dd => {
-            if *frame.get(l3 + 6)? != 6 {
-                return None;
+        Some(0x86dd) => {
+            let Some(&first) = frame.get(l3 + 6) else {
+                return Transport::Other;
+            };
+            // Walk the extension headers smoltcp may look behind, as `check_l4` does.
+            let (mut next, mut off) = (first, l3 + 40);
+            while matches!(next, 0 | 43 | 60) {
+                let Some(ext) = frame.get(off..off + 2) else {
+                    return Transport::Tcp(None);
+                };
+                next = ext[0];
+                off += (usize::from(ext[1]) + 1) * 8;
+            }
+            if next != TCP {
+                return Transport::Other;
             }
             let addr = |at: usize| -> Option<IpAddress> {
                 let o: [u8; 16] = frame.get(at..at + 16)?.try_into().ok()?;
                 Some(IpAddress::Ipv6(o.into()))
             };
-            (addr(l3 + 8)?, addr(l3 + 24)?, l3 + 40)
+            Some((addr(l3 + 8), addr(l3 + 24), off)).and_then(|(s, d, off)| Some((s?, d?, off)))
         }
-        _ => return None,
+        _ => return Transport::Other,
     };
-    let flags = *frame.get(l4 + 13)?;
-    Some((
-        (
-            IpEndpoint::new(dst, be16(l4 + 2)?),
-            IpEndpoint::new(src, be16(l4)?),
-        ),
-        flags,
-    ))
+    Transport::Tcp(header.and_then(|(src, dst, l4)| {
+        let flags = *frame.get(l4 + 13)?;
+        Some((
+            (
+                IpEndpoint::new(dst, be16(l4 + 2)?),
+                IpEndpoint::new(src, be16(l4)?),
+            ),
+            flags,
+        ))
+    }))
+}
+
+/// The (local, remote) endpoints and the flags of a TCP segment in an Ethernet frame
+/// addressed to us.
+#[cfg(test)]
+fn tcp_flow(frame: &[u8]) -> Option<(Flow, u8)> {
+    match transport(frame) {
+        Transport::Tcp(t) => t,
+        Transport::Other => None,
+    }
 }
 
 #[cfg(test)]
@@ -319,7 +370,7 @@ mod tests {
             (local, IpEndpoint::new(IpAddress::v4(10, 0, 0, 2), 1234))
         );
         let mut s = Sockets::default();
-        assert_eq!(s.shard_for(&f), 0);
+        assert_eq!(s.shard_for(&f), LISTEN_SHARD);
         let h = s.add(tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; 64]),
             tcp::SocketBuffer::new(vec![0; 64]),
@@ -328,10 +379,21 @@ mod tests {
         s.flows.insert(flow, placed);
         assert_eq!(s.shard_for(&f), 7);
         f[47] = 0x02; // a new SYN on the same ports: the listeners
-        assert_eq!(s.shard_for(&f), 0);
+        assert_eq!(s.shard_for(&f), LISTEN_SHARD);
         f[47] = 0x12; // SYN-ACK (an outgoing connection's answer): its shard
         assert_eq!(s.shard_for(&f), 7);
-        f[23] = 17; // UDP: the control shard
+        // Truncated TCP: its flow's shard once ports and flags are there, else the listen
+        // shard (smoltcp drops it there); shorter than an IPv4 header's protocol field:
+        // nothing to tell, the datagram shard.
+        for len in 0..54 {
+            let want = match len {
+                48.. => 7,
+                24.. => LISTEN_SHARD,
+                _ => 0,
+            };
+            assert_eq!(s.shard_for(&f[..len]), want, "length {len}");
+        }
+        f[23] = 17; // UDP: the datagram shard, away from the listeners
         assert_eq!(s.shard_for(&f), 0);
         for len in 0..54 {
             assert_eq!(s.shard_for(&f[..len]), 0);
