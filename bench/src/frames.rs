@@ -53,9 +53,12 @@ pub fn udp4(
     buf
 }
 
+/// The UDP discard port: frames to it are received, never echoed.
+pub const DISCARD_PORT: u16 = 9;
+
 /// Turns an IPv4 UDP frame around in place (MACs, addresses, ports swapped; the checksums
 /// stay valid because swapping keeps the sums). Returns `false` (frame untouched) for
-/// anything else.
+/// anything else, and for datagrams to the discard port.
 pub fn turn_around_udp4(frame: &mut [u8]) -> bool {
     let Ok(mut eth) = EthernetFrame::new_checked(&mut *frame) else {
         return false;
@@ -76,6 +79,9 @@ pub fn turn_around_udp4(frame: &mut [u8]) -> bool {
             return false;
         };
         let (sp, dp) = (udp.src_port(), udp.dst_port());
+        if dp == DISCARD_PORT {
+            return false;
+        }
         udp.set_src_port(dp);
         udp.set_dst_port(sp);
         ip.set_src_addr(b);
@@ -126,5 +132,17 @@ mod tests {
         let copy = arp.clone();
         assert!(!turn_around_udp4(&mut arp));
         assert_eq!(arp, copy);
+        let a = Ipv4Addr::new(10, 99, 0, 2);
+        let b = Ipv4Addr::new(10, 99, 0, 11);
+        let mut discard = udp4(
+            [2, 0, 0, 0, 0, 1],
+            [2, 0, 0, 0, 0, 2],
+            (a, 40000),
+            (b, 9),
+            64,
+        );
+        let copy = discard.clone();
+        assert!(!turn_around_udp4(&mut discard));
+        assert_eq!(discard, copy);
     }
 }

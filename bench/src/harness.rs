@@ -48,6 +48,16 @@ pub struct CompareArgs {
     /// Only these systems (comma-separated names, e.g. `ioth,xdp-drop`); default all.
     #[arg(long, value_delimiter = ',')]
     pub systems: Vec<String>,
+    /// Only these workloads (comma-separated names, e.g. `udp-flood-64B`); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub workloads: Vec<String>,
+    /// Only these thread counts (comma-separated, e.g. `1`); default 1 and 2 (quick: 1).
+    #[arg(long, value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Endpoint counts for the scaling runs (comma-separated; `1` alone: none); default
+    /// 100,10000 (quick: 10000).
+    #[arg(long, value_delimiter = ',')]
+    pub endpoints: Vec<usize>,
     /// The `ioth` binary to measure.
     #[arg(long, default_value = "target/release/ioth")]
     pub ioth: PathBuf,
@@ -114,7 +124,7 @@ impl System {
         use Workload::*;
         match self {
             System::Ioth | System::KernelIp | System::KernelReuseport => true,
-            System::RawAfxdp => matches!(w, UdpEcho | UdpFlood),
+            System::RawAfxdp => matches!(w, UdpEcho | UdpFlood | UdpEchoFlood),
             System::XdpDrop => w == UdpFlood,
             System::SmoltcpTap => {
                 matches!(
@@ -135,9 +145,13 @@ pub enum Workload {
     /// Closed-loop UDP echo of 64-byte datagrams (a window of 16 in flight per target),
     /// from kernel sockets: packets/s and round-trip latency.
     UdpEcho,
-    /// Open-loop flood of 64-byte UDP datagrams from the live-frame generator: what the
-    /// server's sockets receive (packets/s), what reaches its veth, what it echoes back.
+    /// Open-loop flood of 64-byte UDP datagrams to the discard port (9) from the
+    /// live-frame generator: what the server's sockets receive (packets/s), what reaches
+    /// its veth.
     UdpFlood,
+    /// The same flood to the echo port (7): what the server echoes back at saturation
+    /// (packets/s), a server's echo throughput that no closed-loop client limits.
+    UdpEchoFlood,
     /// TCP request/response of 64 bytes over this many connections.
     TcpRr(usize),
     /// TCP bulk towards the server (discard, port 9), one connection per thread.
@@ -155,6 +169,7 @@ impl Workload {
         match self {
             Workload::UdpEcho => "udp-echo-64B".into(),
             Workload::UdpFlood => "udp-flood-64B".into(),
+            Workload::UdpEchoFlood => "udp-echo-flood-64B".into(),
             Workload::TcpRr(c) => format!("tcp-rr-64B-{c}conn"),
             Workload::TcpBulkUp => "tcp-bulk-up".into(),
             Workload::TcpBulkEcho => "tcp-bulk-echo".into(),
@@ -166,6 +181,7 @@ impl Workload {
         match self {
             Workload::UdpEcho => "packets/s",
             Workload::UdpFlood => "packets/s into sockets",
+            Workload::UdpEchoFlood => "packets/s echoed",
             Workload::TcpRr(_) => "transactions/s",
             Workload::TcpBulkUp | Workload::TcpBulkEcho | Workload::TcpBulkDown => "Gbit/s",
             Workload::HttpWrk => "requests/s",
@@ -173,7 +189,7 @@ impl Workload {
     }
     fn port(self) -> u16 {
         match self {
-            Workload::TcpBulkUp => 9,
+            Workload::TcpBulkUp | Workload::UdpFlood => crate::frames::DISCARD_PORT,
             Workload::TcpBulkDown => 19,
             Workload::HttpWrk => 80,
             _ => 7,
@@ -577,7 +593,9 @@ fn closed_loop(c: &Ctx<'_>, r: &Running, w: Workload, secs: f64) -> Result<Rep> 
         Workload::TcpBulkUp => load::tcp_bulk(&t, load::Bulk::Up, d),
         Workload::TcpBulkEcho => load::tcp_bulk(&t, load::Bulk::Echo, d),
         Workload::TcpBulkDown => load::tcp_bulk(&t, load::Bulk::Down, d),
-        Workload::UdpFlood | Workload::HttpWrk => bail!("not a socket-client workload"),
+        Workload::UdpFlood | Workload::UdpEchoFlood | Workload::HttpWrk => {
+            bail!("not a socket-client workload")
+        }
     })?;
     let mut rep = Rep {
         ops: res.ops,
@@ -697,7 +715,7 @@ fn flood_counts(
     })
 }
 
-fn flood_frames(c: &Ctx<'_>, r: &Running) -> Vec<Vec<u8>> {
+fn flood_frames(c: &Ctx<'_>, r: &Running, port: u16) -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
     for t in &r.targets {
         // Several source ports per target, so SO_REUSEPORT can spread them.
@@ -706,7 +724,7 @@ fn flood_frames(c: &Ctx<'_>, r: &Running) -> Vec<Vec<u8>> {
                 t.mac,
                 c.pair.peer_mac,
                 (PEER, 40_000 + k),
-                (t.ip, 7),
+                (t.ip, port),
                 64,
             ));
         }
@@ -745,12 +763,13 @@ fn flood_programs(c: &Ctx<'_>, r: &Running) -> Result<(Option<BenchXdp>, Option<
 fn flood_rep(
     c: &Ctx<'_>,
     r: &mut Running,
+    w: Workload,
     progs: &(Option<BenchXdp>, Option<BenchXdp>),
     secs: f64,
 ) -> Result<Rep> {
     // ioth serve publishes socket statistics twice a second: let them settle.
     let settle = Duration::from_millis(if r.metrics.is_some() { 600 } else { 50 });
-    let frames = flood_frames(c, r);
+    let frames = flood_frames(c, r, w.port());
     std::thread::sleep(settle);
     let before = flood_counts(c, r, progs.0.as_ref())?;
     let echo0 = progs
@@ -767,20 +786,26 @@ fn flood_rep(
         .as_ref()
         .map_or(Ok(0), |x| x.counts().map(|c| c.frames))?;
     let rx = after.rx.saturating_sub(before.rx);
+    let echoed = echo1.saturating_sub(echo0);
     let per_s = |n: u64| n as f64 / f.secs;
+    let primary = if w == Workload::UdpEchoFlood {
+        echoed
+    } else {
+        rx
+    };
     let mut rep = Rep {
-        rate: per_s(rx),
-        ops: rx,
+        rate: per_s(primary),
+        ops: primary,
         ..Rep::default()
     };
+    rep.extra.push(("received_pps", per_s(rx)));
     rep.extra.push(("offered_pps", per_s(f.sent)));
     rep.extra.push((
         "arrived_pps",
         per_s(after.arrived.saturating_sub(before.arrived)),
     ));
     if progs.1.is_some() {
-        rep.extra
-            .push(("echoed_pps", per_s(echo1.saturating_sub(echo0))));
+        rep.extra.push(("echoed_pps", per_s(echoed)));
     }
     Ok(rep)
 }
@@ -803,17 +828,14 @@ fn measure(
     let what = || label.clone();
     // Warm-up: neighbours (the stack under test learns the load side's MAC), caches,
     // connection set-up paths.
-    let warm = if w == Workload::UdpFlood {
-        Workload::UdpEcho
-    } else {
-        w
-    };
+    let flood = matches!(w, Workload::UdpFlood | Workload::UdpEchoFlood);
+    let warm = if flood { Workload::UdpEcho } else { w };
     if r.system != System::XdpDrop {
         closed_loop(c, r, warm, 0.3).with_context(|| format!("{} warm-up", what()))?;
     }
-    let progs = if w == Workload::UdpFlood {
+    let progs = if flood {
         let p = flood_programs(c, r)?;
-        flood_rep(c, r, &p, 0.3).with_context(|| format!("{} warm-up", what()))?;
+        flood_rep(c, r, w, &p, 0.3).with_context(|| format!("{} warm-up", what()))?;
         Some(p)
     } else {
         None
@@ -823,7 +845,7 @@ fn measure(
     for _ in 0..reps {
         let c0 = r.cpu_seconds();
         let rep = match &progs {
-            Some(p) => flood_rep(c, r, p, secs),
+            Some(p) => flood_rep(c, r, w, p, secs),
             None => closed_loop(c, r, w, secs),
         }
         .with_context(what)?;
@@ -922,6 +944,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             vec![
                 Workload::UdpEcho,
                 Workload::UdpFlood,
+                Workload::UdpEchoFlood,
                 Workload::TcpRr(1),
                 Workload::TcpRr(64),
                 Workload::TcpBulkUp,
@@ -939,6 +962,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             vec![
                 Workload::UdpEcho,
                 Workload::UdpFlood,
+                Workload::UdpEchoFlood,
                 Workload::TcpRr(1),
                 Workload::TcpRr(64),
                 Workload::TcpRr(1000),
@@ -949,6 +973,12 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             ],
             vec![100, 10_000],
         )
+    };
+    let (thread_counts, workloads) = select(args, thread_counts, workloads)?;
+    let endpoint_counts: Vec<usize> = if args.endpoints.is_empty() {
+        endpoint_counts
+    } else {
+        args.endpoints.iter().copied().filter(|&n| n > 1).collect()
     };
     let pair = VethPair::new("bench", 2).context("making the veth pair")?;
     for i in 0..2u8 {
@@ -1029,6 +1059,39 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         plots.display()
     );
     Ok(())
+}
+
+/// Narrows the run to the thread counts and workloads named on the command line.
+fn select(
+    args: &CompareArgs,
+    thread_counts: Vec<usize>,
+    workloads: Vec<Workload>,
+) -> Result<(Vec<usize>, Vec<Workload>)> {
+    let threads = if args.threads.is_empty() {
+        thread_counts
+    } else {
+        if let Some(t) = args.threads.iter().find(|t| !(1..=2).contains(*t)) {
+            bail!("--threads {t}: the harness runs 1 or 2 server threads (one veth, 2 queues)");
+        }
+        args.threads.clone()
+    };
+    let workloads = if args.workloads.is_empty() {
+        workloads
+    } else {
+        let mut v = Vec::new();
+        for name in &args.workloads {
+            let w = workloads
+                .iter()
+                .find(|w| w.name() == *name)
+                .with_context(|| {
+                    let known: Vec<_> = workloads.iter().map(|w| w.name()).collect();
+                    format!("unknown workload {name:?}; known: {}", known.join(", "))
+                })?;
+            v.push(*w);
+        }
+        v
+    };
+    Ok((threads, workloads))
 }
 
 fn plots_dir(args: &CompareArgs) -> PathBuf {

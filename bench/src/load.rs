@@ -264,7 +264,7 @@ pub fn tcp_bulk(targets: &[SocketAddr], mode: Bulk, duration: Duration) -> Resul
 }
 
 /// The kernel reference server: UDP echo (recvmmsg/sendmmsg batches) and TCP echo (epoll,
-/// via tokio) on port `port` and TCP discard on port 9 of every address in `ips`, one thread per address — or, with `reuseport`,
+/// via tokio) on port `port`, UDP and TCP discard on port 9 of every address in `ips`, one thread per address — or, with `reuseport`,
 /// `threads` threads sharing one address with SO_REUSEPORT. Runs until killed.
 pub fn kernel_server(ips: &[IpAddr], threads: usize, port: u16, reuseport: bool) -> Result<()> {
     let binds: Vec<IpAddr> = if reuseport {
@@ -276,14 +276,17 @@ pub fn kernel_server(ips: &[IpAddr], threads: usize, port: u16, reuseport: bool)
     for ip in binds {
         let addr = SocketAddr::new(ip, port);
         let udp = bind_udp(addr, reuseport)?;
+        let udp_discard = bind_udp(SocketAddr::new(ip, crate::frames::DISCARD_PORT), reuseport)?;
         let tcp = bind_tcp(addr, reuseport)?;
         let discard = bind_tcp(SocketAddr::new(ip, 9), reuseport)?;
         let http = bind_tcp(SocketAddr::new(ip, 80), reuseport)?;
         let source = bind_tcp(SocketAddr::new(ip, 19), reuseport)?;
         handles.push(std::thread::spawn(move || {
             let udp_thread = std::thread::spawn(move || udp_echo_server(udp));
+            let discard_thread = std::thread::spawn(move || udp_discard_server(udp_discard));
             tcp_server(tcp, discard, http, source);
             let _ = udp_thread.join();
+            let _ = discard_thread.join();
         }));
     }
     println!("ready kernel-server");
@@ -330,6 +333,15 @@ fn udp_echo_server(sock: UdpSocket) {
                 let _ = batch.send_back(&sock, n);
             }
             Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
+fn udp_discard_server(sock: UdpSocket) {
+    let mut batch = Batch::new(32);
+    loop {
+        if batch.recv(&sock, 32).is_err() {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
