@@ -92,7 +92,13 @@ fn echo_loop(mut parts: Vec<(RxPart, TxPart)>, totals: &Totals, busy_poll: bool)
     loop {
         let (mut rx_n, mut tx_n) = (0u64, 0u64);
         for (rx, tx) in &mut parts {
-            while let Some(mut desc) = rx.next_frame() {
+            // The same receive budget per round as a stack's poll, so that under a flood the
+            // echo transmits between batches of reception, as ioth does.
+            let mut budget = ioth_dataplane::stack::RX_BUDGET;
+            while budget > 0
+                && let Some(mut desc) = rx.next_frame()
+            {
+                budget -= 1;
                 rx_n += 1;
                 let sent = rx.with_frame(&mut desc, |f| {
                     if !crate::frames::turn_around_udp4(f) {
