@@ -231,10 +231,9 @@ impl Dataplane {
             }
         }
         let mtu = config.mtu;
-        // Every stack transmits through its queue-0 socket. Spreading stacks over the queues'
-        // sockets (thread % queues) was tried: on a 2-queue veth a stack sending through its
-        // queue-1 socket stalled after a UDP flood (DESIGN.md "Known issues"), so not yet.
-        let tx_index = 0;
+        // Stacks transmit through the socket of queue (thread % queues), spreading the
+        // queues' locks and completion rings over the threads.
+        let tx_index = config.thread as usize;
         let mut device = XskDevice::new(sockets, mtu, tx_index)?;
         device.set_tx_publisher(self.classifier().tx_publisher(id)?);
         device.set_capture(crate::capture::register(&self.iface, id.0));

@@ -48,6 +48,9 @@ pub struct LinkCounters {
     pub tx_bytes: u64,
     /// TCP segments sent again (see [`crate::retx`]).
     pub tcp_retransmits: u64,
+    /// Immediate replies (ARP, ICMP echo, TCP ACK/RST written while a frame was processed)
+    /// lost because no UMEM frame was free to write them into.
+    pub tx_dropped: u64,
 }
 
 /// The kernel's XDP_STATISTICS, summed over a device's sockets.
@@ -95,6 +98,8 @@ struct Watch {
     retx: RetransmitDetector,
     tap: Option<TapRegistration>,
     publisher: Option<Publisher>,
+    /// Where a reply with no free frame is written and forgotten (grown once, reused).
+    scratch: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -113,6 +118,16 @@ impl Watch {
         {
             t.tap().record(dir, frame);
         }
+    }
+
+    /// Lets `f` write a reply that has no frame to go into, and forgets it (counted): the
+    /// price of never holding up reception for transmission.
+    fn drop_reply<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        self.counters.tx_dropped += 1;
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0);
+        }
+        f(&mut self.scratch[..len])
     }
 
     #[inline]
@@ -317,8 +332,8 @@ impl phy::TxToken for XskTxToken<'_> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        // `transmit`/`receive` only hand out a token when `ready()` said a frame is free,
-        // and nothing else takes frames from this TxPart in between.
+        // `transmit` hands out a token only when `ready()` said a frame is free; `receive`
+        // hands one out with every received frame, free frame or not (see `receive`).
         let watch = self.watch;
         let mut f = Some(f);
         let sent = self.tx.send(len, |buf| {
@@ -328,12 +343,7 @@ impl phy::TxToken for XskTxToken<'_> {
         });
         match (sent.flatten(), f.take()) {
             (Some(r), _) => r,
-            (None, Some(f)) => {
-                // Unreachable by construction; if it ever happens, let smoltcp write into a
-                // scratch buffer and lose the frame rather than panic on network input.
-                let mut scratch = vec![0u8; len];
-                f(&mut scratch)
-            }
+            (None, Some(f)) => watch.drop_reply(len, f),
             (None, None) => unreachable!("the closure ran, so `send` returned its result"),
         }
     }
@@ -344,9 +354,11 @@ impl phy::Device for XskDevice {
     type TxToken<'a> = XskTxToken<'a>;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        if !self.tx.ready() {
-            return None;
-        }
+        // No free-frame check here: waiting for one would tie reception to transmission, and
+        // frames held in rx batches (this stack's or another's on the same queue) can be the
+        // very frames a tx frame has to come from — a circular wait that stalled a 2-queue
+        // veth for good. A reply written while no frame is free is dropped and counted
+        // (`tx_dropped`), as a NIC drops on a full tx ring; smoltcp retries what matters.
         let (i, desc) = match self.pending.take() {
             Some(p) => p,
             None => self.next_valid()?,
