@@ -810,6 +810,51 @@ fn flood_rep(
     Ok(rep)
 }
 
+type FloodProgs = (Option<BenchXdp>, Option<BenchXdp>);
+
+/// Warm-up before the repetitions of `w` against `r`: neighbours (the stack under test
+/// learns the load side's MAC), caches, connection set-up paths. Loads the flood's XDP
+/// programs, which stay attached until the returned value drops.
+fn warm_up(c: &Ctx<'_>, r: &mut Running, w: Workload, label: &str) -> Result<Option<FloodProgs>> {
+    let flood = matches!(w, Workload::UdpFlood | Workload::UdpEchoFlood);
+    let warm = if flood { Workload::UdpEcho } else { w };
+    if r.system != System::XdpDrop {
+        closed_loop(c, r, warm, 0.3).with_context(|| format!("{label} warm-up"))?;
+    }
+    if !flood {
+        return Ok(None);
+    }
+    let p = flood_programs(c, r)?;
+    flood_rep(c, r, w, &p, 0.3).with_context(|| format!("{label} warm-up"))?;
+    Ok(Some(p))
+}
+
+/// One measured repetition and the server CPU seconds it took.
+fn one_rep(
+    c: &Ctx<'_>,
+    r: &mut Running,
+    w: Workload,
+    progs: Option<&FloodProgs>,
+    secs: f64,
+    label: &str,
+) -> Result<(Rep, f64)> {
+    let c0 = r.cpu_seconds();
+    let rep = match progs {
+        Some(p) => flood_rep(c, r, w, p, secs),
+        None => closed_loop(c, r, w, secs),
+    }
+    .with_context(|| label.to_owned())?;
+    Ok((rep, r.cpu_seconds() - c0))
+}
+
+fn label(r: &Running, w: Workload, threads: usize, endpoints: usize) -> String {
+    format!(
+        "{} {} {threads} thr {endpoints} ep",
+        r.system.name(),
+        w.name()
+    )
+}
+
 /// Warm-up and `reps` measured repetitions of `w` against `r`; one result row.
 fn measure(
     c: &Ctx<'_>,
@@ -820,39 +865,85 @@ fn measure(
     reps: u32,
     secs: f64,
 ) -> Result<Row> {
-    let label = format!(
-        "{} {} {threads} thr {endpoints} ep",
-        r.system.name(),
-        w.name()
-    );
-    let what = || label.clone();
-    // Warm-up: neighbours (the stack under test learns the load side's MAC), caches,
-    // connection set-up paths.
-    let flood = matches!(w, Workload::UdpFlood | Workload::UdpEchoFlood);
-    let warm = if flood { Workload::UdpEcho } else { w };
-    if r.system != System::XdpDrop {
-        closed_loop(c, r, warm, 0.3).with_context(|| format!("{} warm-up", what()))?;
-    }
-    let progs = if flood {
-        let p = flood_programs(c, r)?;
-        flood_rep(c, r, w, &p, 0.3).with_context(|| format!("{} warm-up", what()))?;
-        Some(p)
-    } else {
-        None
-    };
-    let mut reps_v: Vec<Rep> = Vec::new();
-    let mut cpu = Vec::new();
+    let label = label(r, w, threads, endpoints);
+    let progs = warm_up(c, r, w, &label)?;
+    let mut done = Vec::new();
     for _ in 0..reps {
-        let c0 = r.cpu_seconds();
-        let rep = match &progs {
-            Some(p) => flood_rep(c, r, w, p, secs),
-            None => closed_loop(c, r, w, secs),
-        }
-        .with_context(what)?;
-        let c1 = r.cpu_seconds();
-        cpu.push(c1 - c0);
-        reps_v.push(rep);
+        done.push(one_rep(c, r, w, progs.as_ref(), secs, &label)?);
     }
+    Ok(row(r.system, w, threads, endpoints, done, secs))
+}
+
+/// Endpoint scaling as a paired comparison: each repetition measures the server with its
+/// own endpoints only and with `n - 1` filler endpoints registered, one right after the
+/// other (alternating which goes first), so that a drift of the host lands on both sides of each pair. The row is the
+/// `n`-endpoint measurement; its metric `ratio_to_1_paired` is the per-pair ratio
+/// (n endpoints / 1) and `rate_1_paired` the baseline of the pairs.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one measurement's parameters, used once"
+)]
+fn measure_scaling(
+    c: &Ctx<'_>,
+    r: &mut Running,
+    w: Workload,
+    threads: usize,
+    n: usize,
+    reps: u32,
+    secs: f64,
+    fillers_added: &mut bool,
+) -> Result<Row> {
+    let label = label(r, w, threads, n);
+    let progs = warm_up(c, r, w, &label)?;
+    let (mut base, mut scaled) = (Vec::new(), Vec::new());
+    for i in 0..reps {
+        // A B, B A, A B, ...: neither side always runs first.
+        let base_first = i % 2 == 0;
+        if base_first {
+            base.push(one_rep(c, r, w, progs.as_ref(), secs, &label)?);
+        }
+        let iface = c.pair.host_if.clone();
+        let fillers = c
+            .pair
+            .host
+            .run(move || Fillers::add(&iface, n as u32 - 1))
+            .with_context(|| format!("registering {n} endpoints"))?;
+        if !*fillers_added {
+            eprintln!(
+                "bench: {} filler endpoints registered per repetition",
+                fillers.len()
+            );
+            *fillers_added = true;
+        }
+        scaled.push(one_rep(c, r, w, progs.as_ref(), secs, &label)?);
+        drop(fillers);
+        if !base_first {
+            base.push(one_rep(c, r, w, progs.as_ref(), secs, &label)?);
+        }
+    }
+    let ratios: Vec<f64> = base
+        .iter()
+        .zip(&scaled)
+        .map(|((b, _), (s, _))| s.rate / b.rate)
+        .collect();
+    let baseline = Stat::of(base.iter().map(|(b, _)| b.rate).collect());
+    let mut row = row(r.system, w, threads, n, scaled, secs);
+    row.metrics
+        .insert("ratio_to_1_paired".into(), Stat::of(ratios));
+    row.metrics.insert("rate_1_paired".into(), baseline);
+    Ok(row)
+}
+
+/// The result row of measured repetitions (and a line on stderr).
+fn row(
+    system: System,
+    w: Workload,
+    threads: usize,
+    endpoints: usize,
+    done: Vec<(Rep, f64)>,
+    secs: f64,
+) -> Row {
+    let (reps_v, cpu): (Vec<Rep>, Vec<f64>) = done.into_iter().unzip();
     let mut metrics: BTreeMap<String, Stat> = BTreeMap::new();
     if let Some(first) = reps_v.first() {
         for (i, (name, _)) in first.extra.iter().enumerate() {
@@ -874,7 +965,7 @@ fn measure(
         })
         .collect();
     let row = Row {
-        system: r.system.name(),
+        system: system.name(),
         workload: w.name(),
         unit: w.unit(),
         threads,
@@ -884,7 +975,7 @@ fn measure(
         lost: reps_v.iter().map(|r| r.lost).sum(),
         server_cpu_seconds: Stat::of(cpu),
         server_cpu_seconds_per_million: Stat::of(per_million),
-        reps,
+        reps: reps_v.len() as u32,
         secs_per_rep: secs,
     };
     let p99 = row
@@ -907,7 +998,7 @@ fn measure(
             String::new()
         }
     );
-    Ok(row)
+    row
 }
 
 pub fn run(args: &CompareArgs) -> Result<()> {
@@ -1013,21 +1104,24 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                     }
                 }
                 // Endpoint scaling: the same server with filler endpoints registered.
+                // Paired with a 1-endpoint repetition each (see `measure_scaling`).
                 if system == System::Ioth && threads == 1 {
                     for &n in &endpoint_counts {
-                        let iface = c.pair.host_if.clone();
-                        let fillers = c
-                            .pair
-                            .host
-                            .run(move || Fillers::add(&iface, n as u32 - 1))
-                            .with_context(|| format!("registering {n} endpoints"))?;
-                        eprintln!("bench: {} filler endpoints registered", fillers.len());
+                        let mut announced = false;
                         for w in [Workload::UdpEcho, Workload::UdpFlood, Workload::TcpRr(64)] {
                             if workloads.contains(&w) {
-                                rows.push(measure(&c, &mut r, w, threads, n, reps, secs)?);
+                                rows.push(measure_scaling(
+                                    &c,
+                                    &mut r,
+                                    w,
+                                    threads,
+                                    n,
+                                    reps,
+                                    secs,
+                                    &mut announced,
+                                )?);
                             }
                         }
-                        drop(fillers);
                     }
                 }
                 Ok(())
