@@ -193,9 +193,8 @@ struct Shared {
     /// Scratch space for completion-ring batches.
     completed: Vec<FrameDesc>,
     /// Most frames the kernel may hold for reception: the fill ring's size, at most half
-    /// the UMEM. Without a limit a flood parks every frame on the fill and rx rings, and a
-    /// stack that needs a free frame to answer (smoltcp takes an rx and a tx token
-    /// together) can neither reply nor, in the worst case, receive.
+    /// the UMEM. Without a limit a flood parks every frame on the fill and rx rings and
+    /// leaves none free to write answers into.
     rx_limit: usize,
 }
 
