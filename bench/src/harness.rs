@@ -847,7 +847,7 @@ fn one_rep(
     Ok((rep, r.cpu_seconds() - c0))
 }
 
-fn label(r: &Running, w: Workload, threads: usize, endpoints: usize) -> String {
+fn rep_label(r: &Running, w: Workload, threads: usize, endpoints: usize) -> String {
     format!(
         "{} {} {threads} thr {endpoints} ep",
         r.system.name(),
@@ -865,7 +865,7 @@ fn measure(
     reps: u32,
     secs: f64,
 ) -> Result<Row> {
-    let label = label(r, w, threads, endpoints);
+    let label = rep_label(r, w, threads, endpoints);
     let progs = warm_up(c, r, w, &label)?;
     let mut done = Vec::new();
     for _ in 0..reps {
@@ -893,7 +893,7 @@ fn measure_scaling(
     secs: f64,
     fillers_added: &mut bool,
 ) -> Result<Row> {
-    let label = label(r, w, threads, n);
+    let label = rep_label(r, w, threads, n);
     let progs = warm_up(c, r, w, &label)?;
     let (mut base, mut scaled) = (Vec::new(), Vec::new());
     for i in 0..reps {

@@ -276,9 +276,10 @@ pub fn kernel_server(ips: &[IpAddr], threads: usize, port: u16, reuseport: bool)
     for ip in binds {
         let addr = SocketAddr::new(ip, port);
         let udp = bind_udp(addr, reuseport)?;
-        let udp_discard = bind_udp(SocketAddr::new(ip, crate::frames::DISCARD_PORT), reuseport)?;
+        let discard_addr = SocketAddr::new(ip, crate::frames::DISCARD_PORT);
+        let udp_discard = bind_udp(discard_addr, reuseport)?;
         let tcp = bind_tcp(addr, reuseport)?;
-        let discard = bind_tcp(SocketAddr::new(ip, 9), reuseport)?;
+        let discard = bind_tcp(discard_addr, reuseport)?;
         let http = bind_tcp(SocketAddr::new(ip, 80), reuseport)?;
         let source = bind_tcp(SocketAddr::new(ip, 19), reuseport)?;
         handles.push(std::thread::spawn(move || {

@@ -68,6 +68,24 @@ fn fold(mut acc: u32) -> u16 {
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
+/// Walks the hop-by-hop, routing and destination-options headers of an IPv6 packet `ip`
+/// (starting at its fixed header, whose next-header field is `first`) within `ip[..end]`.
+/// Returns the upper-layer protocol and its offset in `ip`, or `None` if an extension
+/// header does not fit. Shared by the checksum check and the socket shard choice, so both
+/// find the same transport header.
+pub(crate) fn ipv6_upper_layer(ip: &[u8], first: u8, end: usize) -> Option<(u8, usize)> {
+    let (mut next, mut off) = (first, 40usize);
+    while matches!(next, 0 | 43 | 60) {
+        let ext = ip.get(off..off + 2).filter(|_| off + 2 <= end)?;
+        next = ext[0];
+        off += (usize::from(ext[1]) + 1) * 8;
+        if off > end {
+            return None;
+        }
+    }
+    Some((next, off))
+}
+
 /// Checks (and completes, if partial) the TCP/UDP checksum of an untagged Ethernet frame.
 pub fn check_l4(frame: &mut [u8]) -> L4Checksum {
     let Some(ethertype) = frame.get(12..14) else {
@@ -103,19 +121,11 @@ pub fn check_l4(frame: &mut [u8]) -> L4Checksum {
             if h[0] >> 4 != 6 || 40 + payload_len > ip.len() {
                 return L4Checksum::NotL4;
             }
-            // Walk hop-by-hop, routing and destination-options headers to TCP/UDP, so a
-            // segment behind them is verified too (smoltcp is told not to verify).
-            let (mut next, mut off) = (h[6], 40usize);
-            while matches!(next, 0 | 43 | 60) {
-                let Some(ext) = ip.get(off..off + 2) else {
-                    return L4Checksum::Invalid;
-                };
-                next = ext[0];
-                off += (usize::from(ext[1]) + 1) * 8;
-                if off > 40 + payload_len {
-                    return L4Checksum::Invalid;
-                }
-            }
+            // Walk to TCP/UDP, so a segment behind extension headers is verified too
+            // (smoltcp is told not to verify).
+            let Some((next, off)) = ipv6_upper_layer(ip, h[6], 40 + payload_len) else {
+                return L4Checksum::Invalid;
+            };
             if next != TCP && next != UDP {
                 return L4Checksum::NotL4;
             }

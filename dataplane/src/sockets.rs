@@ -279,41 +279,35 @@ const TCP: u8 = 6;
 fn transport(frame: &[u8]) -> Transport {
     let be16 = |at: usize| Some(u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?));
     let l3 = 14;
-    let header = match be16(12) {
+    // (source, destination, L4 offset), once the frame is known to carry TCP.
+    let header: Option<(IpAddress, IpAddress, usize)> = match be16(12) {
         Some(0x0800) => {
             if frame.get(l3 + 9) != Some(&TCP) {
                 return Transport::Other;
             }
-            let ihl = frame.get(l3).map_or(0, |b| usize::from(b & 0x0f) * 4);
-            let addr = |at: usize| -> Option<IpAddress> {
+            let v4 = |at: usize| -> Option<IpAddress> {
                 let o: [u8; 4] = frame.get(at..at + 4)?.try_into().ok()?;
                 Some(IpAddress::Ipv4(o.into()))
             };
-            (ihl >= 20)
-                .then(|| Some((addr(l3 + 12)?, addr(l3 + 16)?, l3 + ihl)))
-                .flatten()
+            let ihl = usize::from(frame[l3] & 0x0f) * 4;
+            (|| (ihl >= 20).then_some((v4(l3 + 12)?, v4(l3 + 16)?, l3 + ihl)))()
         }
         Some(0x86dd) => {
             let Some(&first) = frame.get(l3 + 6) else {
                 return Transport::Other;
             };
-            // Walk the extension headers smoltcp may look behind, as `check_l4` does.
-            let (mut next, mut off) = (first, l3 + 40);
-            while matches!(next, 0 | 43 | 60) {
-                let Some(ext) = frame.get(off..off + 2) else {
-                    return Transport::Tcp(None);
-                };
-                next = ext[0];
-                off += (usize::from(ext[1]) + 1) * 8;
-            }
+            let ip = &frame[l3..];
+            let Some((next, off)) = crate::checksum::ipv6_upper_layer(ip, first, ip.len()) else {
+                return Transport::Tcp(None);
+            };
             if next != TCP {
                 return Transport::Other;
             }
-            let addr = |at: usize| -> Option<IpAddress> {
+            let v6 = |at: usize| -> Option<IpAddress> {
                 let o: [u8; 16] = frame.get(at..at + 16)?.try_into().ok()?;
                 Some(IpAddress::Ipv6(o.into()))
             };
-            Some((addr(l3 + 8), addr(l3 + 24), off)).and_then(|(s, d, off)| Some((s?, d?, off)))
+            (|| Some((v6(l3 + 8)?, v6(l3 + 24)?, l3 + off)))()
         }
         _ => return Transport::Other,
     };
@@ -398,5 +392,31 @@ mod tests {
         for len in 0..54 {
             assert_eq!(s.shard_for(&f[..len]), 0);
         }
+    }
+
+    #[test]
+    fn ipv6_frames_pick_their_shard_behind_extension_headers() {
+        let s = Sockets::default();
+        // IPv6, next header hop-by-hop (8 bytes), then `upper`, 20 bytes of it.
+        let frame = |upper: u8| {
+            let mut f = vec![0u8; 14 + 40 + 8 + 20];
+            f[12..14].copy_from_slice(&[0x86, 0xdd]);
+            f[14] = 0x60;
+            f[14 + 4..14 + 6].copy_from_slice(&28u16.to_be_bytes());
+            f[14 + 6] = 0; // hop-by-hop
+            f[14 + 40] = upper;
+            f
+        };
+        assert_eq!(
+            s.shard_for(&frame(6)),
+            LISTEN_SHARD,
+            "TCP behind hop-by-hop"
+        );
+        assert_eq!(s.shard_for(&frame(17)), 0, "UDP behind hop-by-hop");
+        assert_eq!(s.shard_for(&frame(58)), 0, "ICMPv6 (MLD) behind hop-by-hop");
+        // The extension header cut short: TCP or not cannot be told; the listen shard,
+        // where smoltcp drops it.
+        assert_eq!(s.shard_for(&frame(6)[..14 + 41]), LISTEN_SHARD);
+        assert_eq!(tcp_flow(&frame(6)).map(|(_, flags)| flags), Some(0));
     }
 }
