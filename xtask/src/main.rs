@@ -7,6 +7,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod imports;
 mod setup;
 mod test;
 
@@ -30,6 +31,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Run the benchmarks (release build); --quick for a smoke run.
     Bench(bench::BenchArgs),
+    /// Check that no two modules of a crate import each other (also part of `test`).
+    Imports,
     /// Write the man page and shell completions of `ioth` into target/dist/.
     Dist,
 }
@@ -65,6 +68,7 @@ fn main() {
         Cmd::Test(a) => test::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Imports => imports::check(&cmd::root()),
         Cmd::Dist => dist(),
     };
     if let Err(e) = r {

@@ -182,6 +182,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
             ])),
         );
     }
+    t.step("no import loops", crate::imports::check(&cmd::root()));
     t.step(
         "eBPF build (bpfel-unknown-none)",
         cmd::run(command("cargo").args([
