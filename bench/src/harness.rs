@@ -29,7 +29,8 @@ use serde::Serialize;
 use crate::{
     endpoints::Fillers,
     load::{self, LoadResult},
-    report::{self, Machine, Report, Row, Stat},
+    machine::Machine,
+    report::{self, Report, Row, Stat},
     xdp::{BenchXdp, Prog},
 };
 
@@ -464,7 +465,7 @@ fn start(c: &Ctx<'_>, system: System, threads: usize) -> Result<Running> {
                     "replace",
                     &i.to_string(),
                     "lladdr",
-                    &ioth_dataplane::classifier::format_mac(host_mac),
+                    &ioth_dataplane::wire::Mac(host_mac).to_string(),
                     "dev",
                     &c.pair.peer_if,
                     "nud",
@@ -698,7 +699,7 @@ fn flood_counts(
                 .context("raw-echo stats")?;
             let iface = c.pair.host_if.clone();
             let arrived = c.pair.host.run(move || {
-                ioth_dataplane::inspect::ClassifierView::open(&iface)
+                ioth_dataplane::classifier::view::ClassifierView::open(&iface)
                     .and_then(|v| v.counters())
                     .map(|v| v.total())
             })?;
@@ -1207,6 +1208,6 @@ fn write_results(args: &CompareArgs, report: &Report) -> Result<String> {
     let md = report::markdown(report);
     std::fs::write(&args.markdown, &md)
         .with_context(|| format!("writing {}", args.markdown.display()))?;
-    report::plots(report, &plots_dir(args))?;
+    crate::plot::write_all(report, &plots_dir(args))?;
     Ok(md)
 }

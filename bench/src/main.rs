@@ -11,6 +11,7 @@ mod endpoints;
 mod frames;
 mod harness;
 mod load;
+mod machine;
 mod plot;
 mod raw;
 mod report;
@@ -123,35 +124,8 @@ struct Row {
 #[derive(Debug, Serialize)]
 struct Report {
     benchmark: &'static str,
-    machine: Machine,
+    machine: machine::Machine,
     rows: Vec<Row>,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct Machine {
-    pub(crate) cpu: String,
-    pub(crate) cores: usize,
-    pub(crate) kernel: String,
-}
-
-pub(crate) fn machine() -> Machine {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    Machine {
-        cpu,
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel,
-    }
 }
 
 /// Endpoint `i` of the filler population (never the measured target).
@@ -275,7 +249,7 @@ fn classifier_bench(a: &ClassifierArgs) -> Result<()> {
     }
     let report = Report {
         benchmark: "classifier cost per frame (BPF_PROG_TEST_RUN, in-kernel average)",
-        machine: machine(),
+        machine: machine::Machine::now(),
         rows,
     };
     if let Some(dir) = a.json.parent() {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context as _, Result, anyhow};
 use plotters::prelude::*;
 
 use crate::report::{Report, Row};
@@ -186,5 +186,13 @@ pub fn latency(r: &Report, path: &Path) -> Result<()> {
         }
     }
     root.present().map_err(err)?;
+    Ok(())
+}
+
+/// Writes `throughput.svg` and `latency.svg` into `dir`.
+pub fn write_all(r: &Report, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    throughput(r, &dir.join("throughput.svg"))?;
+    latency(r, &dir.join("latency.svg"))?;
     Ok(())
 }

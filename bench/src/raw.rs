@@ -18,7 +18,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use ioth_dataplane::{
     Classifier, EndpointAddrs, LoadOptions, ModeRequest,
-    xsk::{QueueUmem, RxPart, TxPart, XskConfig, wait_readable},
+    sys::wait_readable,
+    xsk::{QueueUmem, RxPart, TxPart, XskConfig, XskSocket},
 };
 
 #[derive(Debug, Default)]
@@ -37,7 +38,7 @@ pub fn raw_echo(iface: &str, ips: &[Ipv4Addr], busy_poll: bool) -> Result<()> {
     let mode = classifier
         .attach(iface, ModeRequest::Auto)
         .with_context(|| format!("attaching the classifier to {iface}"))?;
-    let queues = ioth_dataplane::dataplane::rx_queues(iface)?;
+    let queues = ioth_dataplane::sys::rx_queues(iface)?;
     let umems = (0..queues)
         .map(|q| QueueUmem::new(iface, q, XskConfig::default()))
         .collect::<Result<Vec<_>, _>>()?;
@@ -53,7 +54,7 @@ pub fn raw_echo(iface: &str, ips: &[Ipv4Addr], busy_poll: bool) -> Result<()> {
         })?;
         let mut parts = Vec::new();
         for u in &umems {
-            let s = u.socket()?;
+            let s = XskSocket::bind(u)?;
             classifier.set_socket(u.queue(), id.0, std::os::fd::AsRawFd::as_raw_fd(&s))?;
             bind_mode = u.mode();
             parts.push(s.into_parts());
@@ -96,19 +97,19 @@ fn echo_loop(mut parts: Vec<(RxPart, TxPart)>, totals: &Totals, busy_poll: bool)
             // echo transmits between batches of reception, as ioth does.
             let mut budget = ioth_dataplane::stack::RX_BUDGET;
             while budget > 0
-                && let Some(mut desc) = rx.next_frame()
+                && let Some(mut frame) = rx.next_frame()
             {
                 budget -= 1;
                 rx_n += 1;
-                let sent = rx.with_frame(&mut desc, |f| {
-                    if !crate::frames::turn_around_udp4(f) {
-                        return false;
-                    }
-                    let len = f.len();
-                    tx.send(len, |out| out[..len].copy_from_slice(f)).is_some()
-                });
-                tx_n += u64::from(sent);
-                rx.release(desc);
+                let f = frame.bytes_mut();
+                if !crate::frames::turn_around_udp4(f) {
+                    continue;
+                }
+                if let Some(mut slot) = tx.slot(f.len()) {
+                    slot.bytes_mut().copy_from_slice(f);
+                    slot.send();
+                    tx_n += 1;
+                }
             }
             tx.flush()?;
             rx.sync()?;

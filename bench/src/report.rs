@@ -1,10 +1,11 @@
 //! The results of `ioth-bench compare`: rows (JSON, schema in bench/README.md), the
 //! markdown tables with ratios and targets, and the SVG plots.
 
-use std::{collections::BTreeMap, path::Path, process::Command};
+use std::collections::BTreeMap;
 
-use anyhow::{Context as _, Result};
 use serde::Serialize;
+
+use crate::machine::Machine;
 
 /// Median, min and max of repeated measurements.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -62,48 +63,6 @@ pub struct Row {
 pub struct Report {
     pub machine: Machine,
     pub rows: Vec<Row>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Machine {
-    pub cpu: String,
-    pub cores: usize,
-    pub kernel: String,
-    pub date: String,
-    pub git_commit: String,
-}
-
-fn text(cmd: &mut Command) -> String {
-    cmd.output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-impl Machine {
-    pub fn now() -> Self {
-        let m = crate::machine();
-        // Results written by the run itself do not make the tree dirty.
-        let dirty = !text(Command::new("git").args([
-            "status",
-            "--porcelain",
-            "--untracked-files=no",
-            "--",
-            ".",
-            ":!bench/results",
-        ]))
-        .is_empty();
-        Self {
-            cpu: m.cpu,
-            cores: m.cores,
-            kernel: m.kernel,
-            date: text(Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ")),
-            git_commit: format!(
-                "{}{}",
-                text(Command::new("git").args(["rev-parse", "--short", "HEAD"])),
-                if dirty { "-dirty" } else { "" }
-            ),
-        }
-    }
 }
 
 /// A ratio a/b with its spread (min over max, max over min).
@@ -408,12 +367,4 @@ pub fn markdown(r: &Report) -> String {
         ));
     }
     s
-}
-
-/// Writes `throughput.svg` and `latency.svg` into `dir`.
-pub fn plots(r: &Report, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::plot::throughput(r, &dir.join("throughput.svg"))?;
-    crate::plot::latency(r, &dir.join("latency.svg"))?;
-    Ok(())
 }

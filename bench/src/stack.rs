@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Result, bail};
 use ioth_dataplane::{
     SocketHandle, Stack, StackConfig, TcpListener,
-    sim::{self, Impairments, SimLink},
+    link::sim::{self, Impairments, SimLink},
 };
 use serde::Serialize;
 use smoltcp::{

@@ -10,8 +10,8 @@ use std::{net::Ipv4Addr, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use ioth_dataplane::{
     Stack, StackConfig, TcpListener,
-    apps::{Service, ServiceConn},
-    tap::TapLink,
+    api::apps::{Service, ServiceConn},
+    link::tap::TapLink,
 };
 use smoltcp::{socket::udp, time::Instant};
 

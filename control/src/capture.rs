@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use ioth_dataplane::{
     capture::{CaptureStream, PcapWriter, Record},
-    inspect::{ClassifierView, EndpointView, attached_interfaces},
+    classifier::view::{ClassifierView, EndpointView, attached_interfaces},
 };
 
 /// Options of `ioth capture`.
@@ -78,7 +78,7 @@ pub fn find_endpoint(iface: &Option<String>, spec: &str) -> Result<(String, Endp
 
 pub fn run(args: &CaptureArgs) -> Result<()> {
     let (iface, e) = find_endpoint(&args.iface, &args.endpoint)?;
-    if e.pid == 0 || !ioth_dataplane::inspect::process_alive(e.pid) {
+    if e.pid == 0 || !ioth_dataplane::sys::process_alive(e.pid) {
         bail!(
             "endpoint {} on {iface} has no live owner (pid {}); `ioth reap --iface {iface}` \
              removes it",
@@ -108,7 +108,7 @@ pub fn run(args: &CaptureArgs) -> Result<()> {
     while !stop.load(Ordering::Relaxed) && args.count.is_none_or(|c| frames < c) {
         // Wait with a timeout so a signal is noticed even on an idle endpoint.
         let ready = stream.has_buffered()
-            || ioth_dataplane::xsk::wait_readable(&[stream.as_raw_fd()], 200)
+            || ioth_dataplane::sys::wait_readable(&[stream.as_raw_fd()], 200)
                 .context("waiting for frames")?;
         if !ready {
             pcap.flush().ok();

@@ -2,7 +2,7 @@
 //! process — while `ioth serve` runs, or not at all (then there is nothing attached).
 
 use anyhow::{Context as _, Result, bail};
-use ioth_dataplane::inspect::{ClassifierView, attached_interfaces};
+use ioth_dataplane::classifier::view::{ClassifierView, attached_interfaces};
 
 /// Options of `ioth status`.
 #[derive(Debug, clap::Args)]
@@ -45,14 +45,17 @@ pub fn status(args: &StatusArgs) -> Result<()> {
         let eps = v.endpoints()?;
         let endpoints = eps.len();
         // Published by each endpoint's owner; all sockets of an interface bind alike.
-        let xsk = eps.iter().map(|e| e.xsk).find(|m| *m != "-").unwrap_or("-");
+        let xsk = eps
+            .iter()
+            .find_map(|e| e.xsk)
+            .map_or_else(|| "-".to_owned(), |m| m.to_string());
         rows.push(serde_json::json!({
             "iface": iface,
             "program_id": v.attachment().program_id,
             "mode": v.attachment().mode,
             "xsk": xsk,
             "queues": v.attachment().queues,
-            "pinned": ioth_dataplane::pin::is_pinned(&iface),
+            "pinned": ioth_dataplane::classifier::pin::is_pinned(&iface),
             "endpoints": endpoints,
             "xdp_packets": {
                 "redirect": counters.redirect,
@@ -197,23 +200,23 @@ pub fn attach(args: &AttachArgs) -> Result<()> {
     if nix::net::if_::if_nametoindex(args.iface.as_str()).is_err() {
         bail!("no network interface named {:?}", args.iface);
     }
-    let mode = ioth_dataplane::pin::attach(&args.iface, args.mode.into())?;
+    let mode = ioth_dataplane::classifier::pin::attach(&args.iface, args.mode.into())?;
     println!(
         "attached to {} in {mode} mode, pinned at {}",
         args.iface,
-        ioth_dataplane::pin::dir(&args.iface).display()
+        ioth_dataplane::classifier::pin::dir(&args.iface).display()
     );
     Ok(())
 }
 
 pub fn detach(args: &IfaceArgs) -> Result<()> {
-    ioth_dataplane::pin::detach(&args.iface)?;
+    ioth_dataplane::classifier::pin::detach(&args.iface)?;
     println!("detached from {}", args.iface);
     Ok(())
 }
 
 pub fn reap(args: &IfaceArgs) -> Result<()> {
-    let mut c = ioth_dataplane::pin::open(&args.iface)?;
+    let mut c = ioth_dataplane::classifier::pin::open(&args.iface)?;
     let slots = c.reap_dead_owners()?;
     println!(
         "reaped {} endpoint(s) of dead owners on {}",

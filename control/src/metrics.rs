@@ -22,7 +22,7 @@ use ioth_common::Counter;
 use ioth_dataplane::Dataplane;
 use prometheus::{Encoder as _, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::serve::{TCP_STATES, ThreadStats};
+use crate::serve::stats::{TCP_STATES, ThreadStats};
 
 /// What the metrics are read from.
 pub struct Sources {
@@ -173,7 +173,7 @@ fn build_info(reg: &Registry, mode: &str) -> Result<()> {
 /// The metrics of attached classifiers, read from their maps (no server needed): what
 /// `ioth exporter` serves for persistent attachments.
 pub fn render_attached(only: Option<&str>) -> Result<String> {
-    use ioth_dataplane::inspect::{ClassifierView, attached_interfaces};
+    use ioth_dataplane::classifier::view::{ClassifierView, attached_interfaces};
     let reg = Registry::new();
     let fams = ClassifierFamilies::register(&reg)?;
     let ifaces = match only {
@@ -423,22 +423,23 @@ fn reap_pinned(
 ) {
     let ifaces = match only {
         Some(i) => vec![i.to_owned()],
-        None => ioth_dataplane::inspect::attached_interfaces().unwrap_or_default(),
+        None => ioth_dataplane::classifier::view::attached_interfaces().unwrap_or_default(),
     };
     for iface in ifaces {
-        if !ioth_dataplane::pin::is_pinned(&iface) {
+        if !ioth_dataplane::classifier::pin::is_pinned(&iface) {
             continue;
         }
         let c = match open.entry(iface.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => match ioth_dataplane::pin::open(&iface)
-            {
-                Ok(c) => e.insert(c),
-                Err(err) => {
-                    log::warn!("reaping {iface}: {err}");
-                    continue;
+            std::collections::hash_map::Entry::Vacant(e) => {
+                match ioth_dataplane::classifier::pin::open(&iface) {
+                    Ok(c) => e.insert(c),
+                    Err(err) => {
+                        log::warn!("reaping {iface}: {err}");
+                        continue;
+                    }
                 }
-            },
+            }
         };
         match c.reap_dead_owners() {
             Ok(slots) if !slots.is_empty() => {
@@ -462,7 +463,7 @@ pub fn exporter(args: &ExporterArgs) -> Result<()> {
     let addr = parse_listen(&args.listen)?;
     let only = args.iface.clone();
     if let Some(i) = &only {
-        ioth_dataplane::inspect::ClassifierView::open(i)?;
+        ioth_dataplane::classifier::view::ClassifierView::open(i)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use ioth_dataplane::inspect::{ClassifierView, EndpointView, attached_interfaces};
+use ioth_dataplane::classifier::view::{ClassifierView, EndpointView, attached_interfaces};
 use ratatui::{
     crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
     layout::{Constraint, Layout},

@@ -8,7 +8,7 @@ use std::{convert::Infallible, net::Ipv4Addr, sync::Arc, thread};
 use http_body_util::Full;
 use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use ioth_dataplane::{Dataplane, DataplaneOptions, StackConfig, aio::AsyncStack};
+use ioth_dataplane::{Dataplane, DataplaneOptions, StackConfig, api::aio::AsyncStack};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

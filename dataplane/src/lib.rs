@@ -1,19 +1,26 @@
 //! The ioth data plane: every thread its own network node.
 //!
-//! Frames travel NIC → XDP classifier ([`classifier`]) → the owning thread's AF_XDP socket
-//! ([`xsk`], one UMEM per rx queue) → that thread's smoltcp [`Stack`] over an
-//! [`device::XskDevice`]. Frames no thread owns pass to the kernel.
+//! The modules climb in the order a received frame takes:
 //!
-//! - [`Dataplane`] attaches the classifier to an interface and hands out per-thread stacks
-//!   ([`EndpointStack`]) whose MAC/IPs it registers; they are unregistered when the stack
-//!   drops (return, thread exit or panic).
-//! - Sockets: the blocking API ([`blocking`]: `std::io::Read`/`Write`), the tokio API
-//!   ([`aio`]: `AsyncRead`/`AsyncWrite`, enough for hyper), or smoltcp's sockets directly
-//!   through [`Stack::sockets`] and [`TcpListener`] (a listener with a real backlog).
-//! - The stack is sans-IO; links are thin drivers behind [`device::Link`]: AF_XDP
-//!   ([`device::XskDevice`]), TAP ([`tap::TapLink`]) and an in-memory link with a virtual
-//!   clock and seeded impairments ([`sim`]).
-//! - [`netns`] holds the namespace/veth fixtures that tests, the demo and the benchmarks share.
+//! | module | what it owns |
+//! |---|---|
+//! | [`classifier`] | the XDP program that picks each frame's endpoint (or passes it to the kernel), its maps, pins and read-only view |
+//! | [`xsk`] | AF_XDP: one UMEM per rx queue, the sockets' rings, frames owned by guards, the audit |
+//! | [`link`] | what a stack runs over: the AF_XDP link (checksum completion, retransmission watch), TAP, in-memory |
+//! | [`stack`] | the per-thread smoltcp stack, its sharded sockets, the TCP listener |
+//! | [`api`] | sockets for applications: blocking, tokio, the shared echo/discard/source services |
+//! | [`endpoint`] | what [`endpoint::Dataplane`] hands out: thread stacks (ports to come) |
+//!
+//! Beside them: [`wire`] (the one frame parser, [`wire::Mac`]), [`capture`] (per-endpoint
+//! capture for `ioth capture`), [`sys`] (process liveness, waiting, queue counts) and
+//! [`netns`] (the namespace/veth fixtures that tests, the demo and the benchmarks share).
+//!
+//! - [`endpoint::Dataplane`] attaches the classifier to an interface and hands out
+//!   per-thread stacks ([`endpoint::EndpointStack`]) whose MAC/IPs it registers; they are
+//!   unregistered when the stack drops (return, thread exit or panic).
+//! - Sockets: the blocking API ([`api::blocking`]: `std::io::Read`/`Write`), the tokio API
+//!   ([`api::aio`]: `AsyncRead`/`AsyncWrite`, enough for hyper), or smoltcp's sockets
+//!   directly through [`stack::Stack::sockets`] and [`stack::TcpListener`].
 //!
 //! # A multi-threaded server
 //!
@@ -21,7 +28,7 @@
 //!
 //! ```no_run
 //! use std::{io::{Read, Write}, net::Ipv4Addr, sync::Arc, thread};
-//! use ioth_dataplane::{Dataplane, DataplaneOptions, StackConfig, blocking::BlockingStack};
+//! use ioth_dataplane::{Dataplane, DataplaneOptions, StackConfig, api::blocking::BlockingStack};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dp = Dataplane::attach("eth0", DataplaneOptions::default())?;
@@ -60,28 +67,20 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod aio;
-pub mod apps;
-pub mod blocking;
+pub mod api;
 pub mod capture;
-pub mod checksum;
 pub mod classifier;
-pub mod dataplane;
-pub mod device;
-pub mod inspect;
+pub mod endpoint;
+pub mod link;
 pub mod netns;
-pub mod pin;
-pub mod retx;
-pub mod sim;
-pub mod sockets;
 pub mod stack;
-pub mod tap;
+pub mod sys;
+pub mod wire;
 pub mod xsk;
 
 pub use classifier::{
     AttachMode, Classifier, ClassifierError, EndpointAddrs, EndpointId, LoadOptions, ModeRequest,
     VerdictCounters,
 };
-pub use dataplane::{Dataplane, DataplaneError, DataplaneOptions, EndpointStack};
-pub use sockets::{SocketHandle, Sockets};
-pub use stack::{Congestion, Stack, StackConfig, TcpListener};
+pub use endpoint::{Dataplane, DataplaneError, DataplaneOptions, EndpointStack};
+pub use stack::{Congestion, SocketHandle, Sockets, Stack, StackConfig, TcpListener};

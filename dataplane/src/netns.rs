@@ -325,7 +325,7 @@ pub fn remove_stale() -> Result<Vec<String>> {
         let name = line.split_whitespace().next().unwrap_or_default();
         // `ioth-TAG-PID-N`: a namespace whose creator still runs is in use, not stale.
         let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
-        let in_use = pid.is_some_and(crate::inspect::process_alive);
+        let in_use = pid.is_some_and(crate::sys::process_alive);
         if name.starts_with(PREFIX) && !in_use {
             run("ip", &["netns", "del", name])?;
             removed.push(name.to_owned());

@@ -22,7 +22,8 @@ use ioth_common::{
 use ioth_dataplane::{
     AttachMode, Classifier, EndpointAddrs, LoadOptions, ModeRequest,
     netns::{NetNs, VethPair, addrs},
-    xsk::{BindMode, QueueUmem, XskConfig, XskSocket},
+    sys::wait_readable,
+    xsk::{BindMode, Place, QueueUmem, RxPart, XskConfig, XskSocket},
 };
 
 const A_MAC: [u8; 6] = [0x02, 0x49, 0x4f, 0x54, 0x48, 0x0a];
@@ -34,7 +35,7 @@ const B_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 0x12);
 const PER_ADDR: usize = 32;
 
 fn mac_str(m: [u8; 6]) -> String {
-    ioth_dataplane::classifier::format_mac(m)
+    ioth_dataplane::wire::Mac(m).to_string()
 }
 
 fn payload(dst: IpAddr, i: usize) -> Vec<u8> {
@@ -161,6 +162,7 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
         fill_size: 512,
         ring_size: 512,
         need_wakeup: true,
+        audit: true,
     };
     let mut umems: Vec<Arc<QueueUmem>> = Vec::new();
     let mut sockets = Vec::new();
@@ -168,7 +170,7 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
         let umem = QueueUmem::new(&pair.host_if, q, config).expect("umem");
         // Two sockets sharing one UMEM (and its one fill and completion ring) on this queue.
         for slot in [a.0, b.0] {
-            let sock = umem.socket().expect("AF_XDP socket");
+            let sock = XskSocket::bind(&umem).expect("AF_XDP socket");
             classifier
                 .set_socket(q, slot, sock.as_raw_fd())
                 .expect("xskmap");
@@ -354,6 +356,11 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
             u.queue()
         );
         assert_eq!(f.user, 0, "queue {}: frames still held", u.queue());
+        let places = u
+            .audit()
+            .expect("the ledger is kept")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(places.get(Place::Stack), 0, "queue {}", u.queue());
     }
     if queues > 1 && got_mode == AttachMode::Driver {
         // Native XDP on veth sees the sender's tx queue as the rx queue: flows spread.
@@ -433,4 +440,100 @@ fn a_killed_loader_leaves_the_interface_clean() {
         !xdp_attached(&pair.host, &pair.host_if),
         "a SIGKILLed loader left its program attached"
     );
+}
+
+/// Waits until `rx` has at least `n` frames ready (or 5 s pass).
+fn wait_for_frames(rx: &mut RxPart, n: usize) -> usize {
+    let start = Instant::now();
+    while rx.fetch() < n && start.elapsed() < Duration::from_secs(5) {
+        let _ = wait_readable(&[rx.fd()], 100);
+    }
+    rx.fetch()
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn the_frame_audit_catches_a_frame_that_is_never_returned() {
+    let pair = VethPair::new("audit", 1).expect("veth pair");
+    let _inside = pair.host.enter().expect("enter host netns");
+    let mut classifier = Classifier::load(LoadOptions::default()).expect("load classifier");
+    classifier
+        .attach(&pair.host_if, ModeRequest::Auto)
+        .expect("attach");
+    let a = classifier
+        .add_endpoint(&EndpointAddrs {
+            mac: Some(A_MAC),
+            ipv4: vec![A_V4],
+            ipv6: vec![],
+            thread: 0,
+        })
+        .expect("endpoint");
+    let config = XskConfig {
+        frames: 256,
+        fill_size: 128,
+        ring_size: 128,
+        need_wakeup: true,
+        audit: true,
+    };
+    let umem = QueueUmem::new(&pair.host_if, 0, config).expect("umem");
+    let sock = XskSocket::bind(&umem).expect("AF_XDP socket");
+    classifier
+        .set_socket(0, a.0, sock.as_raw_fd())
+        .expect("xskmap");
+    let (mut rx, mut tx) = sock.into_parts();
+    pair.peer
+        .ip(&[
+            "neigh",
+            "replace",
+            &A_V4.to_string(),
+            "lladdr",
+            &mac_str(A_MAC),
+            "dev",
+            &pair.peer_if,
+            "nud",
+            "permanent",
+        ])
+        .expect("static neighbour");
+    // Echo requests nobody answers: each arrives at the endpoint's socket.
+    let _ = pair.peer.exec(
+        "ping",
+        &["-c", "3", "-i", "0.2", "-W", "1", &A_V4.to_string()],
+    );
+    assert!(
+        wait_for_frames(&mut rx, 3) >= 3,
+        "three echo requests arrived"
+    );
+
+    // An honest round: a frame received and returned, a slot given back unsent, a slot
+    // sent (a copy of the frame back to the peer). The audit finds every frame in one place.
+    {
+        let frame = rx.next_frame().expect("a frame");
+        let mut slot = tx.slot(frame.bytes().len()).expect("a free frame");
+        slot.bytes_mut().copy_from_slice(frame.bytes());
+        slot.send();
+        drop(tx.slot(60).expect("another free frame"));
+    }
+    tx.flush().expect("flush");
+    rx.sync().expect("sync");
+    let places = umem
+        .audit()
+        .expect("the ledger is kept")
+        .unwrap_or_else(|e| panic!("an honest round fails the audit: {e}"));
+    assert_eq!(places.get(Place::Stack), 0);
+
+    // A frame forgotten (safe code can `mem::forget` a guard): it never comes back, and the
+    // frame counters alone would not show it.
+    std::mem::forget(rx.next_frame().expect("a second frame"));
+    let counted = umem.frames();
+    assert_eq!(counted.total(), umem.frame_count(), "the sums still add up");
+    rx.sync().expect("sync");
+    let err = umem
+        .audit()
+        .expect("the ledger is kept")
+        .expect_err("the leak is caught");
+    assert!(
+        err.problems.iter().any(|p| p.contains("never returned")),
+        "{err}"
+    );
+    println!("audit: a forgotten frame is reported: {:?}", err.problems);
 }

@@ -14,7 +14,9 @@ use std::{
 use http_body_util::Full;
 use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use ioth_dataplane::{Dataplane, DataplaneOptions, StackConfig, aio::AsyncStack, netns::VethPair};
+use ioth_dataplane::{
+    Dataplane, DataplaneOptions, StackConfig, api::aio::AsyncStack, netns::VethPair,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn ip(i: u8) -> Ipv4Addr {

@@ -10,7 +10,7 @@ use std::{
 };
 
 use ioth_dataplane::{
-    Dataplane, DataplaneOptions, StackConfig, blocking::BlockingStack, netns::VethPair,
+    Dataplane, DataplaneOptions, StackConfig, api::blocking::BlockingStack, netns::VethPair,
 };
 
 const IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 41);

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use ioth_dataplane::{
     SocketHandle, Stack, StackConfig, TcpListener,
-    sim::{self, Impairments, SimLink},
+    link::sim::{self, Impairments, SimLink},
 };
 use smoltcp::{
     socket::tcp,

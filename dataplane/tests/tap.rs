@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use ioth_dataplane::{Stack, StackConfig, TcpListener, netns::NetNs, tap::TapLink};
+use ioth_dataplane::{Stack, StackConfig, TcpListener, link::tap::TapLink, netns::NetNs};
 use smoltcp::{socket::tcp, time::Instant};
 
 #[test]

@@ -277,7 +277,11 @@ fn references(code: &str) -> Vec<String> {
                 .chars()
                 .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
                 .collect();
-            paths.push(path.trim_end_matches(':').to_owned());
+            let path = path.trim_end_matches(':');
+            // `crate::{…}` / `super::{…}` are use trees, expanded above.
+            if !matches!(path, "crate" | "super" | "self") {
+                paths.push(path.to_owned());
+            }
         }
     }
     paths
@@ -370,6 +374,13 @@ fn loops_in(root_file: &Path) -> Result<Vec<Vec<String>>> {
                 && to != i
             {
                 edges[i].insert(to);
+            }
+        }
+    }
+    if std::env::var_os("IOTH_IMPORTS_DEBUG").is_some() {
+        for (i, e) in edges.iter().enumerate() {
+            for &j in e {
+                eprintln!("{} -> {}", mods[i].path.join("::"), mods[j].path.join("::"));
             }
         }
     }

@@ -2,7 +2,7 @@
 //! that servers can come and go without reloading it.
 //!
 //! `attach` loads the classifier with its maps pinned in that directory and pins its XDP link
-//! there; the process may then exit. Later [`crate::Dataplane::attach`] finds the pin and
+//! there; the process may then exit. Later [`crate::endpoint::Dataplane::attach`] finds the pin and
 //! shares the maps instead of attaching again. `detach` removes the pins, which detaches the
 //! program once no process holds it. The directory is root-only (0700), the pins 0600.
 //!
@@ -16,22 +16,11 @@ use std::{
     process::Command,
 };
 
-use ioth_common::map_names;
-
-use crate::classifier::{AttachMode, Classifier, ClassifierError, LoadOptions, ModeRequest};
-
-/// The maps that are pinned (all but the per-load trace and log maps).
-pub const PINNED_MAPS: &[&str] = &[
-    map_names::BY_MAC,
-    map_names::BY_IPV4,
-    map_names::BY_IPV6,
-    map_names::XSKS,
-    map_names::COUNTERS,
-    map_names::EP_STATS,
-    map_names::CONFIG,
-    map_names::OWNERS,
-    map_names::EP_TX,
-];
+use super::{
+    program::Classifier,
+    types::{AttachMode, ClassifierError, LoadOptions, ModeRequest},
+    view::ClassifierView,
+};
 
 /// Where bpffs is expected, unless `IOTH_BPFFS` names another bpffs mount.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -209,7 +198,7 @@ pub fn open(iface: &str) -> Result<Classifier> {
         return Err(PinError::NotAttached(iface.to_owned()));
     }
     if aya::programs::links::PinnedLink::from_pin(d.join("link")).is_err()
-        || crate::inspect::ClassifierView::open(iface).is_err()
+        || ClassifierView::open(iface).is_err()
     {
         return Err(PinError::Stale {
             iface: iface.to_owned(),

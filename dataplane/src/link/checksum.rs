@@ -11,8 +11,13 @@
 //! checksum in place (what the NIC would have done) and accepts the frame. Anything else with
 //! a wrong checksum is rejected. Frames that are not TCP/UDP are left to the stack.
 //!
+//! The headers are found by [`crate::wire::parse_ip`]; a frame whose IP headers are cut
+//! short or malformed is left to the stack, which drops it.
+//!
 //! Sans-IO and allocation-free: one pass over the segment, done once per frame (the stack is
 //! configured not to verify TCP/UDP checksums again).
+
+use crate::wire::{IPPROTO_TCP, IPPROTO_UDP, IpParse, IpVersion, parse_ip};
 
 /// The verdict of [`check_l4`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,83 +70,24 @@ fn fold(mut acc: u32) -> u16 {
     acc as u16
 }
 
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-
-/// Walks the hop-by-hop, routing and destination-options headers of an IPv6 packet `ip`
-/// (starting at its fixed header, whose next-header field is `first`) within `ip[..end]`.
-/// Returns the upper-layer protocol and its offset in `ip`, or `None` if an extension
-/// header does not fit. Shared by the checksum check and the socket shard choice, so both
-/// find the same transport header.
-pub(crate) fn ipv6_upper_layer(ip: &[u8], first: u8, end: usize) -> Option<(u8, usize)> {
-    let (mut next, mut off) = (first, 40usize);
-    while matches!(next, 0 | 43 | 60) {
-        let ext = ip.get(off..off + 2).filter(|_| off + 2 <= end)?;
-        next = ext[0];
-        off += (usize::from(ext[1]) + 1) * 8;
-        if off > end {
-            return None;
-        }
-    }
-    Some((next, off))
-}
-
 /// Checks (and completes, if partial) the TCP/UDP checksum of an untagged Ethernet frame.
 pub fn check_l4(frame: &mut [u8]) -> L4Checksum {
-    let Some(ethertype) = frame.get(12..14) else {
+    let IpParse::Ip(ip) = parse_ip(frame) else {
         return L4Checksum::NotL4;
     };
-    let ethertype = u16::from_be_bytes([ethertype[0], ethertype[1]]);
-    let ip = &frame[14.min(frame.len())..];
-    // (pseudo-header sum, protocol, L4 offset in frame, L4 length)
-    let (pseudo, proto, l4_off, l4_len) = match ethertype {
-        0x0800 => {
-            let Some(h) = ip.get(..20) else {
-                return L4Checksum::NotL4;
-            };
-            let ihl = usize::from(h[0] & 0xf) * 4;
-            let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-            let proto = h[9];
-            let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
-            if h[0] >> 4 != 4 || ihl < 20 || total < ihl || total > ip.len() || fragment {
-                return L4Checksum::NotL4;
-            }
-            if proto != TCP && proto != UDP {
-                return L4Checksum::NotL4;
-            }
-            let l4_len = total - ihl;
-            let pseudo = sum(&h[12..20]) + u32::from(proto) + l4_len as u32;
-            (pseudo, proto, 14 + ihl, l4_len)
-        }
-        0x86dd => {
-            let Some(h) = ip.get(..40) else {
-                return L4Checksum::NotL4;
-            };
-            let payload_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
-            if h[0] >> 4 != 6 || 40 + payload_len > ip.len() {
-                return L4Checksum::NotL4;
-            }
-            // Walk to TCP/UDP, so a segment behind extension headers is verified too
-            // (smoltcp is told not to verify).
-            let Some((next, off)) = ipv6_upper_layer(ip, h[6], 40 + payload_len) else {
-                return L4Checksum::Invalid;
-            };
-            if next != TCP && next != UDP {
-                return L4Checksum::NotL4;
-            }
-            let l4_len = 40 + payload_len - off;
-            let pseudo = sum(&h[8..40]) + u32::from(next) + l4_len as u32;
-            (pseudo, next, 14 + off, l4_len)
-        }
-        _ => return L4Checksum::NotL4,
-    };
-    let field_off = if proto == TCP { 16 } else { 6 };
-    if l4_len < field_off + 2 || (proto == UDP && l4_len < 8) || (proto == TCP && l4_len < 20) {
+    let proto = ip.protocol;
+    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || ip.fragment || !ip.complete(frame) {
+        return L4Checksum::NotL4;
+    }
+    let l4_len = ip.l4_len;
+    let pseudo = sum(ip.address_bytes(frame)) + u32::from(proto) + l4_len as u32;
+    let field_off = if proto == IPPROTO_TCP { 16 } else { 6 };
+    if (proto == IPPROTO_UDP && l4_len < 8) || (proto == IPPROTO_TCP && l4_len < 20) {
         return L4Checksum::Invalid;
     }
-    let l4 = &mut frame[l4_off..l4_off + l4_len];
+    let l4 = &mut frame[ip.l4..ip.l4 + l4_len];
     let field = u16::from_be_bytes([l4[field_off], l4[field_off + 1]]);
-    if proto == UDP && field == 0 && ethertype == 0x0800 {
+    if proto == IPPROTO_UDP && field == 0 && ip.version == IpVersion::V4 {
         return L4Checksum::Valid;
     }
     let segment = sum(l4);
@@ -151,7 +97,7 @@ pub fn check_l4(frame: &mut [u8]) -> L4Checksum {
     if field == fold(pseudo) {
         // CHECKSUM_PARTIAL: the field holds the pseudo-header sum; finish it over the segment.
         let mut done = !fold(segment);
-        if proto == UDP && done == 0 {
+        if proto == IPPROTO_UDP && done == 0 {
             done = 0xffff;
         }
         l4[field_off..field_off + 2].copy_from_slice(&done.to_be_bytes());

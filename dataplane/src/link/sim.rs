@@ -13,7 +13,7 @@ use smoltcp::{
     time::{Duration as SDuration, Instant},
 };
 
-use crate::device::Link;
+use super::device::Link;
 
 /// Impairments of the simulated link (each direction alike).
 #[derive(Clone, Copy, Debug)]

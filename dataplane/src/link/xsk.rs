@@ -1,10 +1,16 @@
-//! Links a [`crate::stack::Stack`] runs over: the smoltcp `Device` plus the two things a
-//! driver loop needs besides it (push queued frames out, sleep until frames may be there).
-//!
-//! [`XskDevice`] is the AF_XDP link: it hands smoltcp each received UMEM frame in place and
-//! lets smoltcp write replies straight into a free UMEM frame — no copy in user space.
+//! The AF_XDP link: [`XskDevice`] hands smoltcp each received UMEM frame in place (an
+//! [`RxFrame`] inside the rx token) and lets smoltcp write replies straight into a free UMEM
+//! frame (a [`crate::xsk::TxSlot`] inside the tx token) — no copy in user space. Before a
+//! frame reaches smoltcp its TCP/UDP checksum is checked (and a partial one completed) in
+//! place, and the capture tap sees it; each frame sent feeds the retransmission watch.
 
 use std::{io, os::fd::RawFd, time::Duration};
+
+use super::{
+    checksum::{L4Checksum, check_l4},
+    device::Link,
+    retx::RetransmitDetector,
+};
 
 use smoltcp::{
     phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium},
@@ -13,25 +19,13 @@ use smoltcp::{
 
 use crate::{
     capture::{Direction, TapRegistration},
-    checksum::{L4Checksum, check_l4},
     classifier::TxPublisher,
-    retx::RetransmitDetector,
-    xsk::{RxPart, TxPart, XskError, XskSocket, wait_readable},
+    sys::wait_readable,
+    xsk::{BindMode, RxFrame, RxPart, TxPart, XskError, XskSocket},
 };
 
 /// How often a device publishes its transmit counters for other processes.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
-
-/// A smoltcp device that a driver loop can also flush and sleep on.
-pub trait Link: phy::Device {
-    /// Runs `f` on the frame the next `receive` will hand out, if one is there (without
-    /// handing it out): the stack picks the socket shard from it.
-    fn peek<R>(&mut self, now: Instant, f: impl FnOnce(&[u8]) -> R) -> Option<R>;
-    /// Pushes frames written by the stack out to the wire.
-    fn flush(&mut self) -> io::Result<()>;
-    /// Blocks until frames may have arrived, or `timeout` passes (`None`: no limit).
-    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()>;
-}
 
 /// Counters of the AF_XDP link (owned by the stack's thread).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,7 +40,7 @@ pub struct LinkCounters {
     pub tx_frames: u64,
     /// Bytes of those frames.
     pub tx_bytes: u64,
-    /// TCP segments sent again (see [`crate::retx`]).
+    /// TCP segments sent again (see [`super::retx`]).
     pub tcp_retransmits: u64,
     /// Immediate replies (ARP, ICMP echo, TCP ACK/RST written while a frame was processed)
     /// lost because no UMEM frame was free to write them into.
@@ -74,20 +68,11 @@ pub struct XskDevice {
     /// Tx halves of the other queues' sockets: unused, kept so the sockets stay bound.
     _idle_tx: Vec<TxPart>,
     next: usize,
-    /// A frame taken from an rx ring and checked, not yet handed to smoltcp (by `peek`).
-    pending: Option<(usize, xsk_rs::FrameDesc)>,
+    /// The queue whose next frame is checked (by `peek`) and not yet handed to smoltcp.
+    checked: Option<usize>,
     fds: Vec<RawFd>,
     mtu: usize,
     watch: Watch,
-}
-
-impl Drop for XskDevice {
-    fn drop(&mut self) {
-        // A peeked frame goes back with the others (the rx halves return released frames).
-        if let Some((i, desc)) = self.pending.take() {
-            self.rx[i].release(desc);
-        }
-    }
 }
 
 /// What the device does besides moving frames: counting, retransmission detection, capture
@@ -202,7 +187,7 @@ impl XskDevice {
             tx,
             _idle_tx: txs,
             next: 0,
-            pending: None,
+            checked: None,
             fds,
             mtu,
             watch: Watch::default(),
@@ -223,11 +208,7 @@ impl XskDevice {
 
     /// Publishes the transmit counters through `to`, a few times a second while they change.
     pub fn set_tx_publisher(&mut self, mut to: TxPublisher) {
-        let bind = match self.rx.first().and_then(|r| r.queue().mode()) {
-            Some(crate::xsk::BindMode::ZeroCopy) => ioth_common::BIND_ZEROCOPY,
-            Some(crate::xsk::BindMode::Copy) => ioth_common::BIND_COPY,
-            None => ioth_common::BIND_UNKNOWN,
-        };
+        let bind = BindMode::published(self.rx.first().and_then(|r| r.queue().mode()));
         // The bind mode is known now; counters follow as they change.
         let first = ioth_common::EndpointTx {
             bind,
@@ -263,23 +244,24 @@ impl XskDevice {
         &self.rx
     }
 
-    /// The next received frame with a valid (or completed) checksum, round-robin over the
-    /// queues; frames with a bad TCP/UDP checksum are dropped here (counted).
-    fn next_valid(&mut self) -> Option<(usize, xsk_rs::FrameDesc)> {
+    /// Finds the next received frame with a valid (or completed) checksum, round-robin over
+    /// the queues, and leaves it first in its queue's batch; frames with a bad TCP/UDP
+    /// checksum are dropped here (counted). Returns its queue.
+    fn next_valid(&mut self) -> Option<usize> {
+        if self.checked.is_some() {
+            return self.checked;
+        }
         let n = self.rx.len();
         for k in 0..n {
             let i = (self.next + k) % n;
-            while let Some(mut desc) = self.rx[i].next_frame() {
-                let watch = &mut self.watch;
-                let verdict = self.rx[i].with_frame(&mut desc, |frame| {
-                    let v = check_l4(frame);
-                    watch.capture(Direction::Rx, frame);
-                    v
-                });
+            let rx = &mut self.rx[i];
+            while let Some(frame) = rx.peek_mut() {
+                let verdict = check_l4(frame);
+                self.watch.capture(Direction::Rx, frame);
                 match verdict {
                     L4Checksum::Invalid => {
                         self.watch.counters.rx_bad_checksum += 1;
-                        self.rx[i].release(desc);
+                        rx.skip();
                         continue;
                     }
                     L4Checksum::Completed => self.watch.counters.rx_partial_checksum += 1,
@@ -287,7 +269,8 @@ impl XskDevice {
                 }
                 self.watch.counters.rx_frames += 1;
                 self.next = i;
-                return Some((i, desc));
+                self.checked = Some(i);
+                return Some(i);
             }
         }
         None
@@ -302,21 +285,19 @@ impl XskDevice {
     }
 }
 
-/// A received frame, lent to smoltcp in place.
+/// A received frame, lent to smoltcp in place (returned when the token is consumed or
+/// dropped).
 #[derive(Debug)]
 pub struct XskRxToken<'a> {
-    part: &'a mut RxPart,
-    desc: xsk_rs::FrameDesc,
+    frame: RxFrame<'a>,
 }
 
 impl phy::RxToken for XskRxToken<'_> {
-    fn consume<R, F>(mut self, f: F) -> R
+    fn consume<R, F>(self, f: F) -> R
     where
         F: FnOnce(&[u8]) -> R,
     {
-        let r = self.part.with_frame(&mut self.desc, |frame| f(frame));
-        self.part.release(self.desc);
-        r
+        f(self.frame.bytes())
     }
 }
 
@@ -334,17 +315,14 @@ impl phy::TxToken for XskTxToken<'_> {
     {
         // `transmit` hands out a token only when `ready()` said a frame is free; `receive`
         // hands one out with every received frame, free frame or not (see `receive`).
-        let watch = self.watch;
-        let mut f = Some(f);
-        let sent = self.tx.send(len, |buf| {
-            let r = f.take().map(|f| f(buf));
-            watch.sent(buf);
-            r
-        });
-        match (sent.flatten(), f.take()) {
-            (Some(r), _) => r,
-            (None, Some(f)) => watch.drop_reply(len, f),
-            (None, None) => unreachable!("the closure ran, so `send` returned its result"),
+        match self.tx.slot(len) {
+            Some(mut slot) => {
+                let r = f(slot.bytes_mut());
+                self.watch.sent(slot.bytes_mut());
+                slot.send();
+                r
+            }
+            None => self.watch.drop_reply(len, f),
         }
     }
 }
@@ -359,15 +337,11 @@ impl phy::Device for XskDevice {
         // very frames a tx frame has to come from — a circular wait that stalled a 2-queue
         // veth for good. A reply written while no frame is free is dropped and counted
         // (`tx_dropped`), as a NIC drops on a full tx ring; smoltcp retries what matters.
-        let (i, desc) = match self.pending.take() {
-            Some(p) => p,
-            None => self.next_valid()?,
-        };
+        let i = self.next_valid()?;
+        self.checked = None;
+        let frame = self.rx[i].next_frame()?;
         Some((
-            XskRxToken {
-                part: &mut self.rx[i],
-                desc,
-            },
+            XskRxToken { frame },
             XskTxToken {
                 tx: &mut self.tx,
                 watch: &mut self.watch,
@@ -402,11 +376,8 @@ impl phy::Device for XskDevice {
 
 impl Link for XskDevice {
     fn peek<R>(&mut self, _now: Instant, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        if self.pending.is_none() {
-            self.pending = self.next_valid();
-        }
-        let (i, mut desc) = self.pending?;
-        Some(self.rx[i].with_frame(&mut desc, |frame| f(frame)))
+        let i = self.next_valid()?;
+        self.rx[i].peek_mut().map(|frame| f(frame))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -416,7 +387,7 @@ impl Link for XskDevice {
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        if self.pending.is_some() || self.rx.iter_mut().any(|r| r.fetch() > 0) {
+        if self.checked.is_some() || self.rx.iter_mut().any(|r| r.fetch() > 0) {
             return Ok(());
         }
         // Counters not yet published cut the sleep short, so other processes see them.
@@ -425,7 +396,7 @@ impl Link for XskDevice {
             (t, d) => t.or(d),
         };
         let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
-        wait_readable(&self.fds, ms).map_err(io::Error::other)?;
+        wait_readable(&self.fds, ms)?;
         Ok(())
     }
 }

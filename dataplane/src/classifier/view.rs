@@ -20,7 +20,8 @@ use ioth_common::{
     PROGRAM_NAME, map_names,
 };
 
-use crate::classifier::VerdictCounters;
+use super::{counters::VerdictCounters, types::AttachMode};
+use crate::{sys, wire::Mac, xsk::BindMode};
 
 /// Errors of inspection.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +51,8 @@ pub struct Attachment {
     pub iface: String,
     /// Kernel program id.
     pub program_id: u32,
-    /// `driver` or `skb`.
-    pub mode: String,
+    /// Driver or skb mode.
+    pub mode: AttachMode,
     /// Rx queues of the interface.
     pub queues: u32,
 }
@@ -87,8 +88,9 @@ pub struct EndpointView {
     pub tx_bytes: u64,
     /// TCP segments its stack sent again.
     pub tcp_retransmits: u64,
-    /// How its AF_XDP sockets are bound: `copy`, `zero-copy`, or `-` (not published).
-    pub xsk: &'static str,
+    /// How its AF_XDP sockets are bound (`None`: not published yet; `-` in JSON).
+    #[serde(serialize_with = "bind_or_dash")]
+    pub xsk: Option<BindMode>,
 }
 
 /// The maps of an attached classifier, opened read-only by id.
@@ -151,9 +153,9 @@ impl ClassifierView {
             .and_then(|id| id.parse().ok())
             .ok_or_else(|| InspectError::NotAttached(iface.to_owned()))?;
         let mode = if text.contains("xdpgeneric") {
-            "skb"
+            AttachMode::Skb
         } else {
-            "driver"
+            AttachMode::Driver
         };
         let info = loaded_programs()
             .filter_map(|p| p.ok())
@@ -176,8 +178,8 @@ impl ClassifierView {
             attachment: Attachment {
                 iface: iface.to_owned(),
                 program_id,
-                mode: mode.to_owned(),
-                queues: crate::dataplane::rx_queues(iface).unwrap_or(1),
+                mode,
+                queues: sys::rx_queues(iface).unwrap_or(1),
             },
             maps,
         })
@@ -233,7 +235,7 @@ impl ClassifierView {
         for kv in by_mac.iter() {
             let (k, v) = kv.map_err(|e| read_err("by-mac", e))?;
             let e = eps.entry(v.slot).or_insert_with(|| blank(v.slot));
-            e.mac = Some(crate::classifier::format_mac(k.addr));
+            e.mac = Some(Mac(k.addr).to_string());
         }
         let by_v4: HashMap<MapData, Ipv4Key, EndpointSlot> = self
             .map(map_names::BY_IPV4)?
@@ -282,16 +284,11 @@ impl ClassifierView {
                 e.tx_packets = t.tx_packets;
                 e.tx_bytes = t.tx_bytes;
                 e.tcp_retransmits = t.tcp_retransmits;
-                e.xsk = match t.bind {
-                    ioth_common::BIND_COPY => "copy",
-                    ioth_common::BIND_ZEROCOPY => "zero-copy",
-                    _ => "-",
-                };
+                e.xsk = BindMode::from_published(t.bind);
             }
             e.ipv4.sort();
             e.ipv6.sort();
-            e.owner_alive =
-                e.pid != 0 && std::path::Path::new(&format!("/proc/{}", e.pid)).exists();
+            e.owner_alive = sys::process_alive(e.pid);
             if let Ok(v) = stats.get(&e.slot, 0) {
                 for s in v.iter() {
                     e.rx_packets += s.rx_packets;
@@ -302,20 +299,6 @@ impl ClassifierView {
         }
         Ok(eps.into_values().collect())
     }
-}
-
-/// Whether process `pid` is alive: it exists and is neither a zombie nor dead (a killed
-/// process whose parent has not reaped it yet still has a /proc entry).
-pub fn process_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the parenthesised command name.
-    let state = stat
-        .rsplit(')')
-        .next()
-        .and_then(|r| r.split_whitespace().next());
-    !matches!(state, Some("Z") | Some("X") | Some("x") | None)
 }
 
 fn blank(slot: u32) -> EndpointView {
@@ -334,6 +317,14 @@ fn blank(slot: u32) -> EndpointView {
         tx_packets: 0,
         tx_bytes: 0,
         tcp_retransmits: 0,
-        xsk: "-",
+        xsk: None,
     }
+}
+
+/// Serialises a bind mode as `copy` / `zero-copy`, or `-` when not known.
+fn bind_or_dash<S: serde::Serializer>(
+    m: &Option<BindMode>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(&m.map_or_else(|| "-".to_owned(), |m| m.to_string()))
 }

@@ -11,15 +11,16 @@
 //! afresh on its next segment, so a collision can only miss a retransmission, never invent
 //! one (an entry is trusted only when the whole flow key matches).
 
-use ioth_common::wire::{ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6};
+use smoltcp::wire::IpAddress;
+
+use crate::wire::{IpParse, TcpHeader, parse_ip};
 
 /// Entries of the flow table (a power of two).
 const ENTRIES: usize = 1024;
 
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const IPPROTO_TCP: u8 = 6;
+const TCP_FIN: u8 = TcpHeader::FIN;
+const TCP_SYN: u8 = TcpHeader::SYN;
+const TCP_RST: u8 = TcpHeader::RST;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct FlowKey {
@@ -64,55 +65,28 @@ fn seq_lt(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// The TCP segment of an Ethernet frame: (flow, seq, sequence space it occupies, flags).
 fn tcp_segment(frame: &[u8]) -> Option<(FlowKey, u32, u32, u8)> {
-    let ethertype = be16(frame, 12)?;
-    let l3 = ETH_HLEN;
-    let (remote, l4, l4_len) = match ethertype {
-        ETH_P_IPV4 => {
-            let ihl = usize::from(frame.get(l3)? & 0x0f) * 4;
-            if *frame.get(l3 + 9)? != IPPROTO_TCP || ihl < 20 {
-                return None;
-            }
-            let total = usize::from(be16(frame, l3 + 2)?);
-            let mut remote = [0u8; 16];
-            remote[10] = 0xff;
-            remote[11] = 0xff;
-            remote[12..].copy_from_slice(frame.get(l3 + 16..l3 + 20)?);
-            (remote, l3 + ihl, total.checked_sub(ihl)?)
-        }
-        ETH_P_IPV6 => {
-            if *frame.get(l3 + 6)? != IPPROTO_TCP {
-                return None;
-            }
-            let payload = usize::from(be16(frame, l3 + 4)?);
-            let remote: [u8; 16] = frame.get(l3 + 24..l3 + 40)?.try_into().ok()?;
-            (remote, l3 + 40, payload)
-        }
-        _ => return None,
+    let IpParse::Ip(ip) = parse_ip(frame) else {
+        return None;
     };
-    if frame.len() < l4 + l4_len {
+    if !ip.complete(frame) {
         return None;
     }
+    let tcp = ip.tcp(frame)?;
+    let remote = match ip.dst(frame) {
+        IpAddress::Ipv4(a) => a.to_ipv6_mapped().octets(),
+        IpAddress::Ipv6(a) => a.octets(),
+    };
     let key = FlowKey {
-        local_port: be16(frame, l4)?,
-        remote_port: be16(frame, l4 + 2)?,
+        local_port: tcp.src_port,
+        remote_port: tcp.dst_port,
         remote,
     };
-    let seq = be32(frame, l4 + 4)?;
-    let data_offset = usize::from(frame.get(l4 + 12)? >> 4) * 4;
-    let flags = *frame.get(l4 + 13)?;
-    let payload = l4_len.checked_sub(data_offset)? as u32;
+    let payload = ip.l4_len.checked_sub(tcp.header_len)? as u32;
+    let flags = tcp.flags;
     let space = payload + u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
-    Some((key, seq, space, flags))
+    Some((key, tcp.seq, space, flags))
 }
 
 fn index(key: &FlowKey) -> usize {
@@ -171,6 +145,8 @@ impl RetransmitDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::IPPROTO_TCP;
+    use ioth_common::wire::{ETH_P_IPV4, ETH_P_IPV6};
 
     /// An Ethernet + IPv4 + TCP frame from port 7 to 10.0.0.2:`rport`.
     fn v4(rport: u16, seq: u32, flags: u8, payload: usize) -> Vec<u8> {

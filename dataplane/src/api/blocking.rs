@@ -20,10 +20,7 @@ use smoltcp::{
     wire::IpEndpoint,
 };
 
-use crate::{
-    sockets::SocketHandle,
-    stack::{Stack, StackError, StackOwner, TcpListener},
-};
+use crate::stack::{SocketHandle, Stack, StackError, StackOwner, TcpListener};
 
 struct Inner<S> {
     owner: S,

@@ -31,10 +31,7 @@ use tokio::{
     sync::Notify,
 };
 
-use crate::{
-    sockets::SocketHandle,
-    stack::{Stack, StackError, StackOwner, TcpListener},
-};
+use crate::stack::{SocketHandle, Stack, StackError, StackOwner, TcpListener};
 
 /// A link whose readiness can be awaited through file descriptors.
 pub trait PollFds {
@@ -42,13 +39,13 @@ pub trait PollFds {
     fn poll_fds(&self) -> Vec<RawFd>;
 }
 
-impl PollFds for crate::device::XskDevice {
+impl PollFds for crate::link::XskDevice {
     fn poll_fds(&self) -> Vec<RawFd> {
         self.rx_parts().iter().map(|r| r.fd()).collect()
     }
 }
 
-impl PollFds for crate::tap::TapLink {
+impl PollFds for crate::link::tap::TapLink {
     fn poll_fds(&self) -> Vec<RawFd> {
         use std::os::fd::AsRawFd;
         vec![self.as_raw_fd()]

@@ -29,6 +29,8 @@ use smoltcp::{
     wire::{IpAddress, IpEndpoint},
 };
 
+use crate::wire::{IPPROTO_TCP, IpParse, is_ipv6_option_header, parse_ip};
+
 /// Shards for established connections (the datagram and the listen shard come on top).
 pub const FLOW_SHARDS: usize = 64;
 
@@ -273,54 +275,21 @@ enum Transport {
     Other,
 }
 
-const TCP: u8 = 6;
-
-/// Classifies a frame addressed to us (see [`Transport`]).
+/// Classifies a frame addressed to us (see [`Transport`]). An IP packet cut short whose
+/// last protocol read is TCP, or an IPv6 extension header (TCP or not cannot be told), goes
+/// with TCP: to the listen shard, where smoltcp drops it.
 fn transport(frame: &[u8]) -> Transport {
-    let be16 = |at: usize| Some(u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?));
-    let l3 = 14;
-    // (source, destination, L4 offset), once the frame is known to carry TCP.
-    let header: Option<(IpAddress, IpAddress, usize)> = match be16(12) {
-        Some(0x0800) => {
-            if frame.get(l3 + 9) != Some(&TCP) {
-                return Transport::Other;
-            }
-            let v4 = |at: usize| -> Option<IpAddress> {
-                let o: [u8; 4] = frame.get(at..at + 4)?.try_into().ok()?;
-                Some(IpAddress::Ipv4(o.into()))
-            };
-            let ihl = usize::from(frame[l3] & 0x0f) * 4;
-            (|| (ihl >= 20).then_some((v4(l3 + 12)?, v4(l3 + 16)?, l3 + ihl)))()
+    match parse_ip(frame) {
+        IpParse::Ip(ip) if ip.protocol == IPPROTO_TCP => Transport::Tcp(ip.tcp(frame).map(|t| {
+            let local = IpEndpoint::new(ip.dst(frame), t.dst_port);
+            let remote = IpEndpoint::new(ip.src(frame), t.src_port);
+            ((local, remote), t.flags)
+        })),
+        IpParse::Cut { protocol: Some(p) } if p == IPPROTO_TCP || is_ipv6_option_header(p) => {
+            Transport::Tcp(None)
         }
-        Some(0x86dd) => {
-            let Some(&first) = frame.get(l3 + 6) else {
-                return Transport::Other;
-            };
-            let ip = &frame[l3..];
-            let Some((next, off)) = crate::checksum::ipv6_upper_layer(ip, first, ip.len()) else {
-                return Transport::Tcp(None);
-            };
-            if next != TCP {
-                return Transport::Other;
-            }
-            let v6 = |at: usize| -> Option<IpAddress> {
-                let o: [u8; 16] = frame.get(at..at + 16)?.try_into().ok()?;
-                Some(IpAddress::Ipv6(o.into()))
-            };
-            (|| Some((v6(l3 + 8)?, v6(l3 + 24)?, l3 + off)))()
-        }
-        _ => return Transport::Other,
-    };
-    Transport::Tcp(header.and_then(|(src, dst, l4)| {
-        let flags = *frame.get(l4 + 13)?;
-        Some((
-            (
-                IpEndpoint::new(dst, be16(l4 + 2)?),
-                IpEndpoint::new(src, be16(l4)?),
-            ),
-            flags,
-        ))
-    }))
+        IpParse::Ip(_) | IpParse::Cut { .. } | IpParse::NotIp => Transport::Other,
+    }
 }
 
 /// The (local, remote) endpoints and the flags of a TCP segment in an Ethernet frame
@@ -352,6 +321,7 @@ mod tests {
         let mut f = vec![0u8; 54];
         f[12..14].copy_from_slice(&[0x08, 0x00]);
         f[14] = 0x45;
+        f[16..18].copy_from_slice(&40u16.to_be_bytes());
         f[23] = 6;
         f[26..30].copy_from_slice(&[10, 0, 0, 2]);
         f[30..34].copy_from_slice(&[10, 0, 0, 1]);

@@ -3,7 +3,7 @@
 
 use smoltcp::socket::tcp;
 
-use crate::sockets::{SocketHandle, Sockets};
+use crate::stack::{SocketHandle, Sockets};
 
 /// What a TCP service does with a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct Step {
 }
 
 impl ServiceConn {
-    /// A connection of `service` on socket `handle` (e.g. from [`crate::TcpListener::accept`]).
+    /// A connection of `service` on socket `handle` (e.g. from [`crate::stack::TcpListener::accept`]).
     pub fn new(service: Service, handle: SocketHandle) -> Self {
         Self {
             service,

@@ -6,7 +6,7 @@ use std::{io, os::fd::AsRawFd, time::Duration};
 
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium, TunTapInterface};
 
-use crate::device::Link;
+use super::device::Link;
 
 /// A stack's link over a TAP device.
 #[derive(Debug)]

@@ -1,0 +1,111 @@
+//! `ioth serve`'s command line.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ioth_dataplane::{Congestion, ModeRequest};
+
+/// The application each thread serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum App {
+    /// TCP and UDP echo (port 7 by default).
+    Echo,
+    /// HTTP/1.1: `GET /` answers with the thread's index and IP (port 80 by default).
+    Http,
+    /// TCP and UDP discard (port 9 by default).
+    Discard,
+    /// TCP source: zeros as fast as the peer reads (port 19, chargen's, by default).
+    Source,
+}
+
+/// XDP attach mode on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Driver mode, else skb mode.
+    Auto,
+    /// Driver (native) mode only.
+    Driver,
+    /// Skb (generic) mode only.
+    Skb,
+}
+
+impl From<Mode> for ModeRequest {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Auto => ModeRequest::Auto,
+            Mode::Driver => ModeRequest::Driver,
+            Mode::Skb => ModeRequest::Skb,
+        }
+    }
+}
+
+/// Options of `ioth serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Interface to attach to.
+    #[arg(long)]
+    pub iface: String,
+    /// Worker threads; thread i owns the (i+1)-th address of each range.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u16,
+    /// First thread's IPv4 address and prefix, e.g. 10.99.0.11/24.
+    #[arg(long)]
+    pub ipv4: String,
+    /// First thread's IPv6 address and prefix, e.g. fd00:99::11/64.
+    #[arg(long)]
+    pub ipv6: Option<String>,
+    /// What each thread serves; repeat to serve several (each on its default port).
+    #[arg(long, value_enum, default_values_t = [App::Echo])]
+    pub app: Vec<App>,
+    /// Port, with a single --app (default: 7 echo, 80 http, 9 discard).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Spin on the rings instead of sleeping in poll(2) (lower latency, a full core each).
+    #[arg(long)]
+    pub busy_poll: bool,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub mode: Mode,
+    /// Default IPv4 gateway of every stack.
+    #[arg(long)]
+    pub gateway4: Option<Ipv4Addr>,
+    /// Default IPv6 gateway of every stack.
+    #[arg(long)]
+    pub gateway6: Option<Ipv6Addr>,
+    /// TCP congestion control: none, reno or cubic.
+    #[arg(long, default_value = "cubic")]
+    pub congestion: Congestion,
+    /// TCP buffer size per socket and direction, bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub tcp_buffer: usize,
+    /// Most sockets per stack.
+    #[arg(long, default_value_t = 4096)]
+    pub max_sockets: usize,
+    /// Listen backlog per thread and port (each slot is a socket with its buffers).
+    #[arg(long, default_value_t = 16)]
+    pub backlog: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (ADDR: IP:PORT, or PORT for loopback).
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// First thread's MAC; thread i gets it plus i (default: locally administered, derived
+    /// from the interface name and the thread index).
+    #[arg(long)]
+    pub mac: Option<String>,
+    /// Use addresses even if a host interface has them configured.
+    #[arg(long)]
+    pub force: bool,
+    /// Testing aid: thread N panics one second after it is ready.
+    #[arg(long, hide = true)]
+    pub test_panic_thread: Option<u16>,
+}
+
+impl App {
+    /// The port the app serves by default.
+    pub fn default_port(self) -> u16 {
+        match self {
+            App::Echo => 7,
+            App::Http => 80,
+            App::Discard => 9,
+            App::Source => 19,
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! `ioth serve`: N worker threads, each its own network node (own MAC, own IPs, own smoltcp
+//! stack over its own AF_XDP sockets), serving echo, HTTP or discard.
+//!
+//! Thread i owns A.B.C.(D+i) and X::(Y+i). Each prints a ready line; a final ready line
+//! follows. SIGINT/SIGTERM stop the threads (their classifier entries go with their stacks),
+//! then the program is detached and the UMEMs freed.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use ioth_dataplane::{Dataplane, DataplaneOptions};
+
+/// Prints a line on stdout; a closed stdout (the reader went away) is not an error worth a
+/// panic in a server.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*);
+        let _ = out.flush();
+    }};
+}
+
+pub mod addrs;
+pub mod args;
+pub mod audit;
+pub mod http;
+pub mod stats;
+pub mod worker;
+
+pub use args::{App, Mode, ServeArgs};
+
+use addrs::stack_configs;
+use audit::unaccounted_frames;
+use stats::ThreadStats;
+use worker::{WorkerArgs, worker};
+
+/// Runs `ioth serve` until SIGINT/SIGTERM.
+pub fn run(args: &ServeArgs) -> Result<()> {
+    if args.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let configs = stack_configs(args)?;
+    let mut apps: Vec<App> = args.app.clone();
+    apps.sort_by_key(|a| a.default_port());
+    apps.dedup();
+    if args.port.is_some() && apps.len() > 1 {
+        bail!("--port applies to a single --app; with several, each uses its default port");
+    }
+    let apps: Vec<(App, u16)> = apps
+        .into_iter()
+        .map(|a| (a, args.port.unwrap_or(a.default_port())))
+        .collect();
+    let mode = args.mode.into();
+    let dp = Dataplane::attach(
+        &args.iface,
+        DataplaneOptions {
+            mode,
+            ..DataplaneOptions::default()
+        },
+    )
+    .with_context(|| format!("attaching to {}", args.iface))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let wargs = Arc::new(WorkerArgs {
+        apps: apps.clone(),
+        backlog: args.backlog,
+        busy_poll: args.busy_poll,
+        test_panic_thread: args.test_panic_thread,
+    });
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut workers = Vec::new();
+    for (i, config) in configs.into_iter().enumerate() {
+        let (dp, stop, wargs, ready) = (
+            Arc::clone(&dp),
+            Arc::clone(&stop),
+            Arc::clone(&wargs),
+            ready_tx.clone(),
+        );
+        let stats = Arc::new(ThreadStats {
+            index: i as u16,
+            endpoint: config.ipv4[0].0.to_string(),
+            ..ThreadStats::default()
+        });
+        let s = Arc::clone(&stats);
+        let handle = thread::Builder::new()
+            .name(format!("ioth-{i}"))
+            .spawn(move || worker(dp, i as u16, config, wargs, stop, s, ready))
+            .context("spawning a worker thread")?;
+        workers.push((handle, stats));
+    }
+    drop(ready_tx);
+    let mut failed = None;
+    for _ in 0..args.threads {
+        match ready_rx.recv() {
+            Ok(Ok(line)) => say!("{line}"),
+            Ok(Err(e)) => {
+                failed.get_or_insert(e);
+            }
+            Err(_) => {
+                failed.get_or_insert("a worker exited before it was ready".into());
+            }
+        }
+    }
+    if let Some(e) = failed {
+        stop.store(true, Ordering::Relaxed);
+        for (h, _) in workers {
+            let _ = h.join();
+        }
+        bail!("{e}");
+    }
+    let served: Vec<String> = apps
+        .iter()
+        .map(|(a, p)| format!("{}:{p}", format!("{a:?}").to_lowercase()))
+        .collect();
+    let thread_stats: Vec<Arc<ThreadStats>> = workers.iter().map(|(_, s)| Arc::clone(s)).collect();
+    let _metrics = match &args.metrics {
+        Some(addr) => {
+            let addr = crate::metrics::parse_listen(addr)?;
+            let sources = crate::metrics::Sources {
+                dp: Arc::clone(&dp),
+                threads: thread_stats,
+            };
+            let bound = crate::metrics::serve(
+                addr,
+                move || crate::metrics::render(&sources),
+                Arc::clone(&stop),
+            )?;
+            say!("metrics http://{bound}/metrics");
+            Some(bound)
+        }
+        None => None,
+    };
+    say!(
+        "ready threads={} iface={} apps={}",
+        args.threads,
+        args.iface,
+        served.join(",")
+    );
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    while !stop.load(Ordering::Relaxed) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    for (i, (h, stats)) in workers.into_iter().enumerate() {
+        let panicked = h.join().is_err();
+        say!(
+            "stopped thread={i} requests={}{}",
+            stats.requests.load(Ordering::Relaxed),
+            if panicked { " (panicked)" } else { "" }
+        );
+    }
+    let unaccounted = unaccounted_frames(&dp);
+    let pinned = dp.pinned();
+    drop(dp);
+    say!(
+        "stopped: classifier {}, UMEM freed, frames accounted: {}",
+        if pinned {
+            "left attached (pinned)"
+        } else {
+            "detached"
+        },
+        if unaccounted.is_empty() {
+            "yes".to_owned()
+        } else {
+            format!("NO ({})", unaccounted.join("; "))
+        }
+    );
+    Ok(())
+}

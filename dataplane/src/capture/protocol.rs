@@ -1,0 +1,24 @@
+//! The capture protocol both ends share: where the socket is, the request line, and the
+//! 16-byte record header.
+
+use std::path::PathBuf;
+
+/// Directory of the capture sockets.
+pub const RUN_DIR: &str = "/run/ioth";
+
+/// Protocol version in the request line.
+pub(super) const PROTOCOL: &str = "IOTH-CAPTURE 1";
+
+/// The capture socket of process `pid`.
+pub fn socket_path(pid: u32) -> PathBuf {
+    PathBuf::from(RUN_DIR).join(format!("{pid}.sock"))
+}
+
+/// Which way a frame went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Received by the endpoint.
+    Rx,
+    /// Sent by the endpoint.
+    Tx,
+}

@@ -1,0 +1,184 @@
+//! [`Dataplane`]: the classifier attached to an interface plus one UMEM per rx queue; it
+//! hands out endpoints — per-thread [`Stack`]s whose addresses it registers in the
+//! classifier (see [`super::thread`]).
+
+use std::{
+    fmt,
+    os::fd::AsRawFd,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use super::thread::{EndpointGuard, EndpointStack};
+use crate::{
+    classifier::{
+        AttachMode, Classifier, ClassifierError, ClassifierView, EndpointAddrs, LoadOptions,
+        ModeRequest, pin,
+    },
+    link::XskDevice,
+    stack::{Stack, StackConfig, StackError},
+    sys::{self, QueuesError},
+    xsk::{BindMode, QueueUmem, XskConfig, XskError, XskSocket},
+};
+
+/// Errors of the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The classifier failed.
+    #[error(transparent)]
+    Classifier(#[from] ClassifierError),
+    /// AF_XDP failed.
+    #[error(transparent)]
+    Xsk(#[from] XskError),
+    /// The stack configuration is not usable.
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    /// A pinned attachment could not be used.
+    #[error(transparent)]
+    Pin(#[from] pin::PinError),
+    /// The interface's queues could not be read.
+    #[error(transparent)]
+    Queues(#[from] QueuesError),
+    /// The pinned attachment could not be read.
+    #[error("reading the pinned attachment of {iface}")]
+    View {
+        /// Interface.
+        iface: String,
+        /// Why.
+        #[source]
+        source: crate::classifier::view::InspectError,
+    },
+}
+
+/// Options of [`Dataplane::attach`].
+#[derive(Clone, Debug, Default)]
+pub struct DataplaneOptions {
+    /// XDP attach mode.
+    pub mode: ModeRequest,
+    /// UMEM and ring sizes (per rx queue).
+    pub xsk: XskConfig,
+    /// Classifier load options.
+    pub load: LoadOptions,
+}
+
+/// The classifier on one interface and the UMEM of each of its rx queues.
+pub struct Dataplane {
+    iface: String,
+    classifier: Arc<Mutex<Classifier>>,
+    queues: Vec<Arc<QueueUmem>>,
+    attach_mode: AttachMode,
+    pinned: bool,
+}
+
+impl fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("iface", &self.iface)
+            .field("queues", &self.queues.len())
+            .field("attach_mode", &self.attach_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dataplane {
+    /// Loads the classifier, attaches it to `iface` and creates a UMEM per rx queue.
+    pub fn attach(iface: &str, opts: DataplaneOptions) -> Result<Arc<Self>, DataplaneError> {
+        let (classifier, attach_mode) = if pin::dir(iface).exists() {
+            // A persistent attachment (`ioth attach`): share its maps, leave it attached on
+            // exit, and clear out endpoints of servers that died without cleaning up.
+            let mut c = pin::open(iface)?;
+            let reaped = c.reap_dead_owners()?;
+            if !reaped.is_empty() {
+                log::info!("{iface}: reaped endpoints of dead owners in slots {reaped:?}");
+            }
+            let view = ClassifierView::open(iface).map_err(|source| DataplaneError::View {
+                iface: iface.to_owned(),
+                source,
+            })?;
+            (c, view.attachment().mode)
+        } else {
+            let mut c = Classifier::load(opts.load)?;
+            let mode = c.attach(iface, opts.mode)?;
+            (c, mode)
+        };
+        let pinned = pin::dir(iface).exists();
+        let n = sys::rx_queues(iface)?.clamp(1, ioth_common::MAX_QUEUES);
+        let queues = (0..n)
+            .map(|q| QueueUmem::new(iface, q, opts.xsk))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Arc::new(Self {
+            iface: iface.to_owned(),
+            classifier: Arc::new(Mutex::new(classifier)),
+            queues,
+            attach_mode,
+            pinned,
+        }))
+    }
+
+    /// The interface.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// Whether this data plane uses a pinned (persistent) attachment.
+    pub fn pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// The XDP attach mode obtained.
+    pub fn attach_mode(&self) -> AttachMode {
+        self.attach_mode
+    }
+
+    /// The AF_XDP bind mode obtained (after the first stack).
+    pub fn bind_mode(&self) -> Option<BindMode> {
+        self.queues.first().and_then(|q| q.mode())
+    }
+
+    /// The per-queue UMEMs.
+    pub fn queues(&self) -> &[Arc<QueueUmem>] {
+        &self.queues
+    }
+
+    /// The classifier (for counters and endpoint listings).
+    pub fn classifier(&self) -> MutexGuard<'_, Classifier> {
+        self.classifier.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates a stack owning `config`'s addresses: registers them in the classifier, binds a
+    /// socket on every rx queue and puts the sockets in the XskMap. Undone when it drops.
+    pub fn stack(
+        self: &Arc<Self>,
+        config: StackConfig,
+        now: smoltcp::time::Instant,
+    ) -> Result<EndpointStack, DataplaneError> {
+        config.validate()?;
+        let addrs = EndpointAddrs {
+            mac: Some(config.mac),
+            ipv4: config.ipv4.iter().map(|(a, _)| *a).collect(),
+            ipv6: config.ipv6.iter().map(|(a, _)| *a).collect(),
+            thread: config.thread,
+        };
+        let id = self.classifier().add_endpoint(&addrs)?;
+        // From here on the guard removes the entries whatever fails.
+        let guard = EndpointGuard::new(Arc::clone(&self.classifier), id);
+        let mut sockets = Vec::with_capacity(self.queues.len());
+        for q in &self.queues {
+            sockets.push(XskSocket::bind(q)?);
+        }
+        {
+            let mut c = self.classifier();
+            for s in &sockets {
+                c.set_socket(s.queue().queue(), id.0, s.as_raw_fd())?;
+            }
+        }
+        let mtu = config.mtu;
+        // Stacks transmit through the socket of queue (thread % queues), spreading the
+        // queues' locks and completion rings over the threads.
+        let tx_index = config.thread as usize;
+        let mut device = XskDevice::new(sockets, mtu, tx_index)?;
+        device.set_tx_publisher(self.classifier().tx_publisher(id)?);
+        device.set_capture(crate::capture::register(&self.iface, id.0));
+        let stack = Stack::new(device, config, now)?;
+        Ok(EndpointStack::new(guard, stack))
+    }
+}
