@@ -7,9 +7,9 @@
 //! redirect into a socket happens after the program returns and is not included.
 #![deny(unsafe_code)]
 
+mod compare;
 mod endpoints;
 mod frames;
-mod harness;
 mod load;
 mod machine;
 mod plot;
@@ -44,7 +44,7 @@ enum Cmd {
     /// The classifier's cost per frame, by frame kind and endpoint count.
     Classifier(ClassifierArgs),
     /// ioth side by side with the kernel stack: UDP echo and TCP request/response.
-    Compare(harness::CompareArgs),
+    Compare(compare::CompareArgs),
     /// Cost of a packet through a stack as its socket count grows (in-memory link).
     Stack(stack::StackArgs),
     /// The kernel reference server (started by `compare` in the server namespace).
@@ -269,7 +269,7 @@ fn main() {
     let cli = Cli::parse();
     let r = match &cli.command {
         Cmd::Classifier(a) => classifier_bench(a),
-        Cmd::Compare(a) => harness::run(a),
+        Cmd::Compare(a) => compare::run(a),
         Cmd::Stack(a) => stack::run(a),
         Cmd::KernelServer(a) => load::kernel_server(&a.ips, a.threads, a.port, a.reuseport),
         Cmd::RawEcho(a) => raw::raw_echo(&a.iface, &a.ips, a.busy_poll),

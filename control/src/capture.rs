@@ -47,16 +47,16 @@ fn matches(e: &EndpointView, spec: &str) -> bool {
             std::net::IpAddr::V6(a) => e.ipv6.contains(&a),
         };
     }
-    e.mac
-        .as_deref()
-        .is_some_and(|m| m.eq_ignore_ascii_case(spec))
+    spec.parse::<ioth_dataplane::wire::Mac>()
+        .ok()
+        .is_some_and(|m| e.mac == Some(m))
 }
 
 /// Finds the endpoint `spec` names: (interface, endpoint).
 pub fn find_endpoint(iface: &Option<String>, spec: &str) -> Result<(String, EndpointView)> {
     let valid = spec.starts_with("slot:")
         || spec.parse::<std::net::IpAddr>().is_ok()
-        || (spec.len() == 17 && spec.split(':').all(|b| u8::from_str_radix(b, 16).is_ok()));
+        || spec.parse::<ioth_dataplane::wire::Mac>().is_ok();
     if !valid {
         bail!("{spec:?} is not an endpoint: expected an IPv4/IPv6 address, a MAC or slot:N");
     }

@@ -159,7 +159,7 @@ pub fn endpoints(args: &EndpointsArgs) -> Result<()> {
             "{:<12} {:>4} {:<17} {:<16} {:<24} {:>8} {:>8} {:>6} {:>10} {:>12} {:>8} {:>10} {:>12} {:>7}{}",
             iface,
             e.slot,
-            e.mac.clone().unwrap_or_else(|| "-".into()),
+            e.mac.map_or_else(|| "-".into(), |m| m.to_string()),
             join(e.ipv4.iter().map(|a| a.to_string()).collect()),
             join(e.ipv6.iter().map(|a| a.to_string()).collect()),
             e.pid,

@@ -99,7 +99,7 @@ fn label(e: &EndpointView) -> String {
         .first()
         .map(|a| a.to_string())
         .or_else(|| e.ipv6.first().map(|a| a.to_string()))
-        .or_else(|| e.mac.clone())
+        .or_else(|| e.mac.map(|m| m.to_string()))
         .unwrap_or_else(|| format!("slot{}", e.slot))
 }
 

@@ -38,6 +38,14 @@ pub enum NetNsError {
         /// What it printed on stderr.
         stderr: String,
     },
+    /// A command's output was not what was expected.
+    #[error("reading {what}: {why}")]
+    BadOutput {
+        /// What was read.
+        what: String,
+        /// Why it did not read.
+        why: String,
+    },
     /// Entering or leaving a namespace failed.
     #[error("setns into {name}")]
     Setns {
@@ -231,11 +239,13 @@ pub mod addrs {
 fn read_mac(ns: &NetNs, ifname: &str) -> Result<[u8; 6]> {
     let out = ns.exec("cat", &[&format!("/sys/class/net/{ifname}/address")])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut mac = [0u8; 6];
-    for (i, part) in text.trim().split(':').enumerate().take(6) {
-        mac[i] = u8::from_str_radix(part, 16).unwrap_or(0);
-    }
-    Ok(mac)
+    text.trim()
+        .parse::<crate::wire::Mac>()
+        .map(|m| m.0)
+        .map_err(|e| NetNsError::BadOutput {
+            what: format!("the MAC of {ifname}"),
+            why: e.to_string(),
+        })
 }
 
 impl VethPair {

@@ -39,6 +39,12 @@ impl fmt::Display for Mac {
     }
 }
 
+impl serde::Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// A MAC that does not read as six hexadecimal bytes separated by colons.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a MAC address (six hex bytes separated by ':', e.g. 02:00:00:00:00:01)")]

@@ -99,7 +99,17 @@ fn cargo_test(t: &mut Tally, label: &str, args: &[&str]) -> Result<(u64, u64, u6
 fn creator_alive(name: &str) -> bool {
     let mut fields = name.rsplit('-');
     let pid = fields.nth(1).and_then(|p| p.parse::<u32>().ok());
-    pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    // The rule of `ioth_dataplane::sys::process_alive` (xtask builds before anything else
+    // and cannot depend on the dataplane): a zombie is not alive.
+    pid.is_some_and(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            !matches!(state, Some("Z" | "X" | "x") | None)
+        })
+    })
 }
 
 /// Removes namespaces left by dead runs; returns how many.

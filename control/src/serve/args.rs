@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// from the interface name and the thread index).
     #[arg(long)]
     pub mac: Option<String>,
+    /// Forward the XDP program's own log records (aya-log) to this process's log
+    /// (`RUST_LOG=info` shows them). Only for a classifier this process loads, not a pinned one.
+    #[arg(long)]
+    pub ebpf_log: bool,
     /// Use addresses even if a host interface has them configured.
     #[arg(long)]
     pub force: bool,

@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use ioth_dataplane::{Dataplane, DataplaneOptions};
+use ioth_dataplane::{Dataplane, DataplaneOptions, LoadOptions};
 
 /// Prints a line on stdout; a closed stdout (the reader went away) is not an error worth a
 /// panic in a server.
@@ -64,6 +64,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         &args.iface,
         DataplaneOptions {
             mode,
+            load: LoadOptions {
+                log: args.ebpf_log,
+                ..LoadOptions::default()
+            },
             ..DataplaneOptions::default()
         },
     )

@@ -63,7 +63,7 @@ pub struct EndpointView {
     /// Slot.
     pub slot: u32,
     /// Its MAC, if it owns one.
-    pub mac: Option<String>,
+    pub mac: Option<Mac>,
     /// IPv4 addresses.
     pub ipv4: Vec<Ipv4Addr>,
     /// IPv6 addresses.
@@ -235,7 +235,7 @@ impl ClassifierView {
         for kv in by_mac.iter() {
             let (k, v) = kv.map_err(|e| read_err("by-mac", e))?;
             let e = eps.entry(v.slot).or_insert_with(|| blank(v.slot));
-            e.mac = Some(Mac(k.addr).to_string());
+            e.mac = Some(Mac(k.addr));
         }
         let by_v4: HashMap<MapData, Ipv4Key, EndpointSlot> = self
             .map(map_names::BY_IPV4)?
