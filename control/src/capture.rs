@@ -1,4 +1,4 @@
-//! `ioth capture ENDPOINT`: the frames one endpoint receives and sends, in pcap format.
+//! `ioth capture ENDPOINT`: the frames one endpoint receives and sends, as pcap or pcapng.
 //!
 //! The endpoint is looked up in the classifier's maps (by IPv4, IPv6 or MAC address, or
 //! `slot:N`); its owning process streams copies of the frames over its capture socket
@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use ioth_dataplane::{
-    capture::{CaptureStream, PcapWriter, Record},
+    capture::{CaptureFile, CaptureStream, Direction, FileFormat, Record},
     classifier::view::{ClassifierView, EndpointView, attached_interfaces},
 };
 
@@ -34,6 +34,10 @@ pub struct CaptureArgs {
     /// Stop after this many frames.
     #[arg(short = 'c', long = "count")]
     pub count: Option<u64>,
+    /// File format: `pcap`, or `pcapng` (each frame's direction in its flags: received
+    /// frames are inbound, sent ones outbound).
+    #[arg(long, default_value = "pcap")]
+    pub format: FileFormat,
 }
 
 /// Whether `e` is the endpoint `spec` names.
@@ -92,7 +96,9 @@ pub fn run(args: &CaptureArgs) -> Result<()> {
         Some(p) => Box::new(File::create(p).with_context(|| format!("creating {}", p.display()))?),
         None => Box::new(io::stdout().lock()),
     };
-    let mut pcap = PcapWriter::new(BufWriter::new(out)).context("writing the pcap header")?;
+    let name = format!("{iface} endpoint {}", e.slot);
+    let mut pcap = CaptureFile::new(BufWriter::new(out), args.format, &name)
+        .context("writing the capture file's header")?;
     pcap.flush()?;
     eprintln!(
         "capturing endpoint {} (slot {}, pid {}, thread {}) on {iface}",
@@ -117,11 +123,11 @@ pub fn run(args: &CaptureArgs) -> Result<()> {
         match stream.next_record()? {
             Some(Record::Frame { ns, dir, data }) => {
                 match dir {
-                    ioth_dataplane::capture::Direction::Rx => rx += 1,
-                    ioth_dataplane::capture::Direction::Tx => tx += 1,
+                    Direction::Rx => rx += 1,
+                    Direction::Tx => tx += 1,
                 }
                 frames += 1;
-                if let Err(e) = pcap.frame(ns, &data) {
+                if let Err(e) = pcap.frame(ns, dir, &data) {
                     if e.kind() == io::ErrorKind::BrokenPipe {
                         break;
                     }

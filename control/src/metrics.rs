@@ -3,12 +3,11 @@
 //! Every scrape reads the sources afresh — the classifier's per-CPU counters (summed), each
 //! thread's published counters, each queue's frame accounting — and encodes them with the
 //! prometheus crate. The names and labels are part of ioth's interface (README, "Metrics").
-//! The HTTP side is a tiny blocking server on its own thread: it answers `GET /metrics` and
-//! nothing else, and stops with the server.
+//! The HTTP side is hyper on a runtime of its own thread: concurrent connections, header and
+//! connection timeouts; it answers `GET /metrics` (404 elsewhere) and stops with the server.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -18,6 +17,12 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode, body::Bytes, body::Incoming, header,
+    server::conn::http1, service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use ioth_common::Counter;
 use ioth_dataplane::Dataplane;
 use prometheus::{Encoder as _, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -319,67 +324,108 @@ pub fn render(src: &Sources) -> Result<String> {
     encode(&reg)
 }
 
-fn answer(mut s: std::net::TcpStream, render: &dyn Fn() -> Result<String>) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut req = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        req.extend_from_slice(&buf[..n]);
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may last, whatever it does.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The answer to one request: the metrics at `GET /metrics`, 404 elsewhere, 405 for other
+/// methods.
+async fn respond<R>(req: Request<Incoming>, render: Arc<R>) -> Response<Full<Bytes>>
+where
+    R: Fn() -> Result<String> + Send + Sync + 'static,
+{
+    let text = |status: StatusCode, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n".into());
     }
-    let line = String::from_utf8_lossy(&req);
-    let path = line.split_whitespace().nth(1).unwrap_or("");
-    let (status, ctype, body) =
-        if line.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
-            match render() {
-                Ok(b) => ("200 OK", "text/plain; version=0.0.4", b),
-                Err(e) => (
-                    "500 Internal Server Error",
-                    "text/plain",
-                    format!("{e:#}\n"),
-                ),
-            }
-        } else {
-            ("404 Not Found", "text/plain", "try /metrics\n".to_owned())
-        };
-    write!(
-        s,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    if req.uri().path() != "/metrics" {
+        return text(StatusCode::NOT_FOUND, "try /metrics\n".into());
+    }
+    // Rendering reads maps (system calls): off the runtime's thread.
+    match tokio::task::spawn_blocking(move || render()).await {
+        Ok(Ok(body)) => {
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
 }
 
 /// Serves `/metrics` on `addr` until `stop` is set, rendering each scrape with `render`.
 /// Returns the bound address.
-pub fn serve(
-    addr: SocketAddr,
-    render: impl Fn() -> Result<String> + Send + 'static,
-    stop: Arc<AtomicBool>,
-) -> Result<SocketAddr> {
-    let listener =
-        TcpListener::bind(addr).with_context(|| format!("binding the metrics endpoint {addr}"))?;
+///
+/// hyper on a current-thread tokio runtime of its own thread: every connection is a task,
+/// so a slow or stalled client holds up nobody; a client gets [`HEADER_TIMEOUT`] to send
+/// its request and [`CONNECTION_TIMEOUT`] in all.
+pub fn serve<R>(addr: SocketAddr, render: R, stop: Arc<AtomicBool>) -> Result<SocketAddr>
+where
+    R: Fn() -> Result<String> + Send + Sync + 'static,
+{
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the metrics endpoint's runtime")?;
+    let render = Arc::new(render);
     thread::Builder::new()
         .name("ioth-metrics".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        let _ = s.set_nonblocking(false);
-                        if let Err(e) = answer(s, &render) {
-                            log::debug!("metrics request: {e}");
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        log::warn!("metrics endpoint: {e}");
+                        return;
+                    }
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let accepted = tokio::select! {
+                        r = listener.accept() => r,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    };
+                    let stream = match accepted {
+                        Ok((s, _)) => s,
+                        Err(e) => {
+                            log::warn!("metrics accept: {e}");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
                         }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(e) => log::warn!("metrics accept: {e}"),
+                    };
+                    let render = Arc::clone(&render);
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| {
+                            let render = Arc::clone(&render);
+                            async move { Ok::<_, std::convert::Infallible>(respond(req, render).await) }
+                        });
+                        let conn = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT)
+                            .serve_connection(TokioIo::new(stream), service);
+                        match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => log::debug!("metrics connection: {e}"),
+                            Err(_) => log::debug!("metrics connection: over {CONNECTION_TIMEOUT:?}"),
+                        }
+                    });
                 }
-            }
+            });
         })?;
     Ok(bound)
 }

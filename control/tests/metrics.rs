@@ -82,6 +82,42 @@ fn metrics_are_valid_rise_with_traffic_and_prometheus_scrapes_them() {
     // Keep reading the server's output so it never writes into a closed pipe.
     thread::spawn(move || for _ in lines {});
     let url = "http://127.0.0.1:19464/metrics";
+    // A client that trickles a request it never finishes must hold up nobody: scrapes go
+    // on while it dribbles, and the server cuts it off (header timeout, 5 s).
+    let slow = pair.host.spawn(|| {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:19464").expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ").unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if s.write_all(b"x").is_err() {
+                return Some(start.elapsed());
+            }
+            let mut b = [0u8; 512];
+            match s.read(&mut b) {
+                Ok(0) => return Some(start.elapsed()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Some(start.elapsed()),
+            }
+        }
+        None
+    });
+    thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        assert!(
+            get(&pair.host, url).contains("ioth_build_info"),
+            "a scrape beside the slow client"
+        );
+    }
+    let cut = slow.join().expect("slow client");
+    println!("metrics: a client that never finishes its request was cut off after {cut:?}");
+    assert!(
+        cut.is_some(),
+        "the server never cut off a client that never finished its request"
+    );
     let before = get(&pair.host, url);
     // promtool, the format's own checker.
     common::assert_promtool_accepts(&before);

@@ -162,6 +162,55 @@ fn capture_gives_tcpdump_both_directions_of_one_endpoint_only() {
     assert_eq!(text.lines().count(), 4, "{text}");
     assert!(text.contains("ICMP echo re"), "{text}");
 
+    // pcapng: Wireshark (tshark) reads each frame's direction: requests in, replies out.
+    let ng = std::env::temp_dir().join(format!("ioth-capture-{}.pcapng", std::process::id()));
+    let capture = start_capture(
+        &pair.host,
+        &[
+            &a,
+            "-c",
+            "4",
+            "--format",
+            "pcapng",
+            "-w",
+            &ng.to_string_lossy(),
+        ],
+    );
+    let (ok, _) = peer_ok(&pair.peer, "ping", &["-c", "2", "-i", "0.2", &a]);
+    assert!(ok, "ping {a}");
+    let (ok, err, _) = finish(capture, 10);
+    assert!(ok, "ioth capture --format pcapng: {err}");
+    let out = Command::new("tshark")
+        .args(["-r", &ng.to_string_lossy(), "-T", "fields"])
+        .args(["-e", "frame.packet_flags_direction", "-e", "icmp.type"])
+        .output()
+        .expect("tshark");
+    let _ = std::fs::remove_file(&ng);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Direction 1 is inbound, 2 outbound; ICMP type 8 a request, 0 a reply.
+    let rows: Vec<(String, String)> = text
+        .lines()
+        .map(|l| {
+            let mut f = l.split('\t');
+            (
+                f.next().unwrap_or("").to_owned(),
+                f.next().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    for (dir, icmp) in &rows {
+        let dir = u32::from_str_radix(dir.trim_start_matches("0x"), 16).unwrap_or(0);
+        let want = if icmp == "8" { 1 } else { 2 };
+        assert_eq!(dir, want, "ICMP type {icmp}:\n{text}");
+    }
+    println!("pcapng: tshark reads directions {rows:?}");
+
     // Bad endpoint names and unknown endpoints are clear errors.
     for (arg, want) in [("10.99.0.99", "no endpoint"), ("bogus", "not an endpoint")] {
         let out = ioth(&pair.host)

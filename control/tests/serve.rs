@@ -877,3 +877,70 @@ fn the_exporter_serves_a_pinned_attachment_with_and_without_a_server() {
     let (ok, _, err) = ioth_env(&pair.host, env, &["detach", "--iface", &iface]);
     assert!(ok, "{err}");
 }
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn serve_and_status_need_no_ip_or_ethtool_and_link_changes_are_reported() {
+    let pair = VethPair::new("noip", 2).expect("veth pair");
+    // A PATH with nothing on it: `ip`, `ethtool` and `mount` cannot be found.
+    let empty = std::env::temp_dir().join(format!("ioth-empty-path-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).expect("empty dir");
+    let path = empty.to_str().expect("utf-8 path");
+    let server = Server::start_env(&pair, 2, "echo", &[], &[("PATH", path)]);
+    let (ok, out) = peer_ok(
+        &pair.peer,
+        "ping",
+        &["-c", "2", "-W", "2", &v4(1).to_string()],
+    );
+    assert!(ok, "ping thread 1: {out}");
+    let out = pair
+        .host
+        .command(env!("CARGO_BIN_EXE_ioth"))
+        .args(["status", "--json"])
+        .env("PATH", path)
+        .output()
+        .expect("ioth status");
+    assert!(
+        out.status.success(),
+        "ioth status without ip/ethtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let s = &status.as_array().expect("list")[0];
+    assert_eq!(s["iface"], pair.host_if.as_str());
+    assert_eq!(s["mode"], "driver");
+    assert_eq!(s["queues"], 2);
+    assert_eq!(s["endpoints"], 2);
+
+    // Link changes on the served interface are noticed and reported.
+    let host_ip = |args: &[&str]| pair.host.ip(args).expect("ip link");
+    host_ip(&["link", "set", &pair.host_if, "mtu", "1400"]);
+    host_ip(&["link", "set", &pair.host_if, "down"]);
+    host_ip(&["link", "set", &pair.host_if, "up"]);
+    let want = [
+        format!("link {}: mtu 1500 -> 1400", pair.host_if),
+        format!("link {}: down", pair.host_if),
+        format!("link {}: up", pair.host_if),
+    ];
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !want.iter().all(|w| seen.contains(w)) && Instant::now() < deadline {
+        if let Ok(line) = server.lines.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    for w in &want {
+        assert!(seen.contains(w), "{w:?} not reported; got {seen:?}");
+    }
+    println!("link changes reported: {seen:?}");
+    // Still serving after the bounce.
+    let (ok, out) = peer_ok(
+        &pair.peer,
+        "ping",
+        &["-c", "2", "-W", "2", &v4(0).to_string()],
+    );
+    assert!(ok, "ping thread 0 after down/up: {out}");
+    let (status, lines) = server.stop();
+    assert!(status.success(), "{lines:?}");
+    let _ = std::fs::remove_dir(&empty);
+}

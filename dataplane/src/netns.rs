@@ -59,6 +59,15 @@ pub enum NetNsError {
 
 type Result<T, E = NetNsError> = std::result::Result<T, E>;
 
+/// The `ip` program, by absolute path when it is in a usual place (so a command whose PATH a
+/// test empties still starts).
+pub fn ip_program() -> &'static str {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("ip")
+}
+
 /// Runs a command to completion; a non-zero exit is an error naming the command and its stderr.
 pub fn run(program: &str, args: &[&str]) -> Result<Output> {
     let cmd_line = || format!("{program} {}", args.join(" "));
@@ -105,7 +114,7 @@ impl NetNs {
 
     /// A command that will run inside the namespace.
     pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
+        let mut c = Command::new(ip_program());
         c.args(["netns", "exec", &self.name, program]);
         c
     }

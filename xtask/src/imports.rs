@@ -58,7 +58,7 @@ fn crate_roots(root: &Path) -> Vec<PathBuf> {
 
 /// Source text without comments, string and char literals (replaced by spaces, so a `;`
 /// or `crate::` inside them counts for nothing).
-fn strip(src: &str) -> String {
+pub(crate) fn strip(src: &str) -> String {
     let b = src.as_bytes();
     let mut out = String::with_capacity(src.len());
     let mut i = 0;
@@ -162,7 +162,7 @@ fn is_ident(c: u8) -> bool {
 }
 
 /// Removes inline `mod NAME { … }` blocks (their paths are relative to another module).
-fn without_inline_mods(code: &str) -> String {
+pub(crate) fn without_inline_mods(code: &str) -> String {
     let b = code.as_bytes();
     let mut out = String::with_capacity(code.len());
     let mut i = 0;

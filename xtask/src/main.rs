@@ -9,6 +9,7 @@ mod cmd;
 mod demo;
 mod imports;
 mod setup;
+mod spawns;
 mod test;
 
 use anyhow::Result;
@@ -31,7 +32,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Run the benchmarks (release build); --quick for a smoke run.
     Bench(bench::BenchArgs),
-    /// Check that no two modules of a crate import each other (also part of `test`).
+    /// Check the house rules (also part of `test`): no two modules of a crate import each
+    /// other; the library and the binary start no programs.
     Imports,
     /// Write the man page and shell completions of `ioth` into target/dist/.
     Dist,
@@ -68,7 +70,7 @@ fn main() {
         Cmd::Test(a) => test::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Bench(a) => bench::run(a),
-        Cmd::Imports => imports::check(&cmd::root()),
+        Cmd::Imports => imports::check(&cmd::root()).and_then(|()| spawns::check(&cmd::root())),
         Cmd::Dist => dist(),
     };
     if let Err(e) = r {

@@ -20,12 +20,19 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("m4", "xsk-rs builds libbpf/libxdp"),
     ("pkg-config", "xsk-rs builds libbpf/libxdp"),
     ("make", "xsk-rs builds libbpf/libxdp"),
-    ("iproute2", "namespaces and veth pairs"),
+    (
+        "iproute2",
+        "test fixtures: namespaces and veth pairs; a test peer",
+    ),
     ("iputils-ping", "tests: ping peers"),
     ("ethtool", "tests: offload settings"),
     ("curl", "tests and demo: HTTP peer"),
     ("socat", "tests and demo: TCP/UDP peer"),
     ("tcpdump", "tests: reads ioth's pcap"),
+    (
+        "tshark",
+        "tests: Wireshark reads ioth's pcapng and its directions",
+    ),
     ("tcpreplay", "tests: floods hostile frames"),
     ("prometheus", "tests: promtool and a real scraper"),
     (

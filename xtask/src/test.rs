@@ -194,6 +194,10 @@ pub fn run(args: &TestArgs) -> Result<()> {
     }
     t.step("no import loops", crate::imports::check(&cmd::root()));
     t.step(
+        "no programs started by the library or the binary",
+        crate::spawns::check(&cmd::root()),
+    );
+    t.step(
         "eBPF build (bpfel-unknown-none)",
         cmd::run(command("cargo").args([
             "+nightly",

@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result, bail};
-use ioth_dataplane::{StackConfig, wire::Mac};
+use ioth_dataplane::{StackConfig, sys::netlink::Rtnetlink, wire::Mac};
 
 use super::args::ServeArgs;
 
@@ -88,21 +88,12 @@ pub fn nth_mac(base: [u8; 6], i: u16) -> Result<[u8; 6]> {
     Ok([base[0], base[1], base[2], base[3], a, b])
 }
 
-/// Addresses configured on host interfaces (in this namespace), from `ip -o addr`.
+/// Addresses configured on host interfaces (in this namespace), from rtnetlink.
 pub fn host_addresses() -> Result<Vec<String>> {
-    let out = std::process::Command::new("ip")
-        .args(["-o", "addr", "show"])
-        .output()
-        .context("running ip -o addr show")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            w.find(|x| *x == "inet" || *x == "inet6")?;
-            w.next()?.split('/').next().map(str::to_owned)
-        })
-        .collect())
+    let addrs = Rtnetlink::open()
+        .and_then(|mut nl| nl.addresses())
+        .context("reading the host's addresses")?;
+    Ok(addrs.into_iter().map(|a| a.addr.to_string()).collect())
 }
 
 /// The stack configuration of every thread, validated before anything is attached.

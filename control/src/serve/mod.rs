@@ -33,6 +33,7 @@ pub mod addrs;
 pub mod args;
 pub mod audit;
 pub mod http;
+pub mod linkwatch;
 pub mod stats;
 pub mod worker;
 
@@ -78,6 +79,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
+    let watch = linkwatch::spawn(&args.iface, Arc::clone(&stop))?;
     let wargs = Arc::new(WorkerArgs {
         apps: apps.clone(),
         backlog: args.backlog,
@@ -166,6 +168,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             if panicked { " (panicked)" } else { "" }
         );
     }
+    let _ = watch.join();
     let unaccounted = unaccounted_frames(&dp);
     let pinned = dp.pinned();
     drop(dp);

@@ -69,9 +69,9 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", pair.host.name()])
-            .arg(env!("CARGO_BIN_EXE_ioth"))
+        let mut child = pair
+            .host
+            .command(env!("CARGO_BIN_EXE_ioth"))
             .args([
                 "serve",
                 "--iface",

@@ -13,12 +13,14 @@
 //! 0 frame, 1 drop report), direction (u8: 0 received, 1 sent), 2 zero bytes, length (u32),
 //! then the frame's time in nanoseconds since the Unix epoch (frames) or the total of
 //! dropped frames so far (drop reports) as u64 — followed by `length` frame bytes.
-//! [`PcapWriter`] turns frames into the classic pcap format tcpdump and Wireshark read.
+//! [`CaptureFile`] writes them as classic pcap or as pcapng with each frame's direction.
 
+pub mod file;
 pub mod protocol;
 pub mod stream;
 pub mod tap;
 
+pub use file::{CaptureFile, FileFormat};
 pub use protocol::{Direction, RUN_DIR, socket_path};
-pub use stream::{CaptureError, CaptureStream, PcapWriter, Record};
+pub use stream::{CaptureError, CaptureStream, Record};
 pub use tap::{CaptureTap, TapRegistration, register};

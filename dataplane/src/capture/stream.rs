@@ -1,8 +1,8 @@
 //! The client end of capture: [`CaptureStream`] reads an endpoint's frames from its owning
-//! process, [`PcapWriter`] writes them as classic pcap.
+//! process (`super::file` writes them as pcap or pcapng).
 
 use std::{
-    io::{self, BufRead, BufReader, Read, Write},
+    io::{self, BufRead, BufReader, Read, Write as _},
     os::{fd::AsRawFd, unix::net::UnixStream},
 };
 
@@ -135,72 +135,5 @@ impl CaptureStream {
     /// The socket (to wait on it together with other events).
     pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.stream.get_ref().as_raw_fd()
-    }
-}
-
-/// Writes Ethernet frames in the classic pcap format (nanosecond timestamps).
-#[derive(Debug)]
-pub struct PcapWriter<W: Write> {
-    out: W,
-}
-
-/// Snapshot length written in the pcap header.
-const SNAPLEN: u32 = 262_144;
-
-impl<W: Write> PcapWriter<W> {
-    /// Writes the file header.
-    pub fn new(mut out: W) -> io::Result<Self> {
-        let mut h = Vec::with_capacity(24);
-        h.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes()); // nanosecond resolution
-        h.extend_from_slice(&2u16.to_le_bytes());
-        h.extend_from_slice(&4u16.to_le_bytes());
-        h.extend_from_slice(&0i32.to_le_bytes());
-        h.extend_from_slice(&0u32.to_le_bytes());
-        h.extend_from_slice(&SNAPLEN.to_le_bytes());
-        h.extend_from_slice(&1u32.to_le_bytes()); // LINKTYPE_ETHERNET
-        out.write_all(&h)?;
-        Ok(Self { out })
-    }
-
-    /// Writes one frame captured at `ns` nanoseconds since the Unix epoch.
-    pub fn frame(&mut self, ns: u64, data: &[u8]) -> io::Result<()> {
-        let mut h = [0u8; 16];
-        h[0..4].copy_from_slice(&((ns / 1_000_000_000) as u32).to_le_bytes());
-        h[4..8].copy_from_slice(&((ns % 1_000_000_000) as u32).to_le_bytes());
-        let len = data.len() as u32;
-        h[8..12].copy_from_slice(&len.min(SNAPLEN).to_le_bytes());
-        h[12..16].copy_from_slice(&len.to_le_bytes());
-        self.out.write_all(&h)?;
-        self.out
-            .write_all(&data[..data.len().min(SNAPLEN as usize)])
-    }
-
-    /// Flushes the output.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pcap_header_and_records_have_the_classic_layout() {
-        let mut buf = Vec::new();
-        let mut w = PcapWriter::new(&mut buf).unwrap();
-        w.frame(1_700_000_000_123_456_789, &[1, 2, 3]).unwrap();
-        assert_eq!(&buf[0..4], &[0x4d, 0x3c, 0xb2, 0xa1]);
-        assert_eq!(u32::from_le_bytes(buf[20..24].try_into().unwrap()), 1);
-        assert_eq!(
-            u32::from_le_bytes(buf[24..28].try_into().unwrap()),
-            1_700_000_000
-        );
-        assert_eq!(
-            u32::from_le_bytes(buf[28..32].try_into().unwrap()),
-            123_456_789
-        );
-        assert_eq!(u32::from_le_bytes(buf[32..36].try_into().unwrap()), 3);
-        assert_eq!(&buf[40..], &[1, 2, 3]);
     }
 }

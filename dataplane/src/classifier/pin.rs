@@ -13,7 +13,6 @@ use std::{
     fs,
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::PathBuf,
-    process::Command,
 };
 
 use super::{
@@ -21,6 +20,7 @@ use super::{
     types::{AttachMode, ClassifierError, LoadOptions, ModeRequest},
     view::ClassifierView,
 };
+use crate::sys::mount;
 
 /// Where bpffs is expected, unless `IOTH_BPFFS` names another bpffs mount.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -90,18 +90,13 @@ pub fn is_pinned(iface: &str) -> bool {
     dir(iface).join("link").exists()
 }
 
-/// Mounts bpffs at [`bpffs()`] if it is not mounted there — but only in the initial mount
-/// namespace: elsewhere (e.g. under `ip netns exec`, which remounts /sys) a new mount would
-/// vanish with the process, and the pins with it.
+/// Mounts bpffs at [`bpffs()`] if it is not mounted there (mode 0700) — but only in the
+/// initial mount namespace: elsewhere (e.g. under `ip netns exec`, which remounts /sys) a new
+/// mount would vanish with the process, and the pins with it.
 pub fn ensure_bpffs() -> Result<()> {
     let root = bpffs();
     let root_s = root.to_string_lossy().into_owned();
-    let mounts =
-        fs::read_to_string("/proc/self/mounts").map_err(io("reading /proc/self/mounts"))?;
-    if mounts.lines().any(|l| {
-        let mut w = l.split_whitespace().skip(1);
-        w.next() == Some(root_s.as_str()) && w.next() == Some("bpf")
-    }) {
+    if mount::is_bpffs(&root).map_err(io("reading /proc/self/mounts"))? {
         return Ok(());
     }
     let ino = |p: &str| fs::metadata(p).map(|m| m.ino()).unwrap_or(0);
@@ -115,17 +110,7 @@ pub fn ensure_bpffs() -> Result<()> {
         });
     }
     fs::create_dir_all(&root).map_err(io(format!("creating {root_s}")))?;
-    let out = Command::new("mount")
-        .args(["-t", "bpf", "bpf", &root_s])
-        .output()
-        .map_err(io("running mount"))?;
-    if !out.status.success() {
-        return Err(PinError::Io {
-            what: format!("mounting bpffs at {root_s}"),
-            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
-        });
-    }
-    Ok(())
+    mount::mount_bpffs(&root).map_err(io(format!("mounting bpffs at {root_s}")))
 }
 
 /// Loads the classifier with pinned maps, attaches it to `iface` and pins the link.

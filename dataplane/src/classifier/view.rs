@@ -1,14 +1,13 @@
 //! Read-only access to the classifier attached to an interface, from any process: what
 //! `ioth status` and `ioth endpoints` show while `ioth serve` runs.
 //!
-//! The program is found through the interface (`ip -d link show` names the attached XDP
-//! program's id); its maps through the program (map ids) and their names. Nothing here
+//! The program is found through the interface (rtnetlink names the attached XDP program's
+//! id and mode); its maps through the program (map ids) and their names. Nothing here
 //! writes to a map.
 
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, Ipv6Addr},
-    process::Command,
 };
 
 use aya::{
@@ -21,7 +20,14 @@ use ioth_common::{
 };
 
 use super::{counters::VerdictCounters, types::AttachMode};
-use crate::{sys, wire::Mac, xsk::BindMode};
+use crate::{
+    sys::{
+        self,
+        netlink::{Rtnetlink, XdpMode},
+    },
+    wire::Mac,
+    xsk::BindMode,
+};
 
 /// Errors of inspection.
 #[derive(Debug, thiserror::Error)]
@@ -117,45 +123,33 @@ fn read_err(what: &str, why: impl std::fmt::Display) -> InspectError {
 
 /// The interfaces in this namespace with an ioth classifier attached.
 pub fn attached_interfaces() -> Result<Vec<String>> {
-    let out = Command::new("ip")
-        .args(["-d", "-o", "link", "show"])
-        .output()
+    let links = Rtnetlink::open()
+        .and_then(|mut nl| nl.links())
         .map_err(|e| read_err("interfaces", e))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut found = Vec::new();
-    for line in text.lines() {
-        let Some(name) = line.split(':').nth(1).map(|n| n.trim()) else {
-            continue;
-        };
-        let name = name.split('@').next().unwrap_or(name);
-        if line.contains("prog/xdp") && ClassifierView::open(name).is_ok() {
-            found.push(name.to_owned());
-        }
-    }
-    Ok(found)
+    Ok(links
+        .into_iter()
+        .filter(|l| l.xdp.is_some() && ClassifierView::open(&l.name).is_ok())
+        .map(|l| l.name)
+        .collect())
 }
 
 impl ClassifierView {
     /// Opens the classifier attached to `iface`.
     pub fn open(iface: &str) -> Result<Self> {
-        let out = Command::new("ip")
-            .args(["-d", "link", "show", "dev", iface])
-            .output()
-            .map_err(|e| read_err("interface", e))?;
-        if !out.status.success() {
-            return Err(InspectError::UnknownInterface(iface.to_owned()));
-        }
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let program_id: u32 = text
-            .split("prog/xdp id ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|id| id.parse().ok())
+        let link = Rtnetlink::open()
+            .and_then(|mut nl| nl.link(iface))
+            .map_err(|e| read_err("interface", e))?
+            .ok_or_else(|| InspectError::UnknownInterface(iface.to_owned()))?;
+        let xdp = link
+            .xdp
             .ok_or_else(|| InspectError::NotAttached(iface.to_owned()))?;
-        let mode = if text.contains("xdpgeneric") {
-            AttachMode::Skb
-        } else {
-            AttachMode::Driver
+        let program_id = xdp.id;
+        let mode = match xdp.mode {
+            XdpMode::Driver => AttachMode::Driver,
+            XdpMode::Skb => AttachMode::Skb,
+            XdpMode::Hardware | XdpMode::Multiple => {
+                return Err(InspectError::NotAttached(iface.to_owned()));
+            }
         };
         let info = loaded_programs()
             .filter_map(|p| p.ok())

@@ -1,11 +1,17 @@
 //! The operating-system glue every other module leans on: process liveness, waiting on file
-//! descriptors, an interface's rx queue count.
+//! descriptors, and talking to the kernel about interfaces — rtnetlink ([`netlink`]), the
+//! ethtool ioctl ([`ethtool`]), bpffs ([`mount`]). No process is spawned and no tool output
+//! parsed.
 //!
-//! Small free functions over libc and procfs. They know nothing of frames, stacks or the
-//! classifier; everything above them may call them, they call nothing above.
+//! They know nothing of frames, stacks or the classifier; everything above them may call
+//! them, they call nothing above.
 #![allow(unsafe_code)]
 
-use std::{io, os::fd::RawFd, process::Command};
+pub mod ethtool;
+pub mod mount;
+pub mod netlink;
+
+use std::{io, os::fd::RawFd};
 
 /// Whether process `pid` is alive: it exists and is neither a zombie nor dead (a killed
 /// process whose parent has not reaped it yet still has a `/proc` entry). The one rule for
@@ -58,79 +64,52 @@ pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<bool> {
 
 /// Errors of reading an interface's queues.
 #[derive(Debug, thiserror::Error)]
-#[error("reading the rx queues of {iface}: {why}")]
-pub struct QueuesError {
-    /// Interface.
-    pub iface: String,
-    /// Why.
-    pub why: String,
+pub enum QueuesError {
+    /// No interface of that name in this network namespace.
+    #[error("no network interface named {0:?}")]
+    NoSuchInterface(String),
+    /// The kernel could not be asked.
+    #[error("reading the rx queues of {iface}")]
+    Netlink {
+        /// Interface.
+        iface: String,
+        /// Why.
+        #[source]
+        source: netlink::NetlinkError,
+    },
 }
 
-/// Number of rx queues of `iface` in use, as the kernel reports it in the calling thread's
-/// network namespace: the current channel count (a veth, for one, can have more queues than
-/// it uses), else the device's `numrxqueues`.
+/// Number of rx queues of `iface` in use, in the calling thread's network namespace: the
+/// current channel count (ethtool; a veth, for one, can have more queues than it uses),
+/// else the device's `numrxqueues` (rtnetlink).
 pub fn rx_queues(iface: &str) -> Result<u32, QueuesError> {
-    let err = |why: String| QueuesError {
-        iface: iface.to_owned(),
-        why,
-    };
-    // `ip` and `ethtool` run in the calling thread's network namespace (sysfs may show
-    // another one).
-    let out = Command::new("ip")
-        .args(["-d", "link", "show", "dev", iface])
-        .output()
-        .map_err(|e| err(format!("running ip: {e}")))?;
-    if !out.status.success() {
-        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    let mut max = 1;
-    while let Some(w) = words.next() {
-        if w == "numrxqueues" {
-            max = words
-                .next()
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| err("unreadable numrxqueues".into()))?;
-            break;
-        }
-    }
-    let current = Command::new("ethtool")
-        .args(["-l", iface])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| current_rx_channels(&String::from_utf8_lossy(&o.stdout)));
+    let link = netlink::Rtnetlink::open()
+        .and_then(|mut nl| nl.link(iface))
+        .map_err(|source| QueuesError::Netlink {
+            iface: iface.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| QueuesError::NoSuchInterface(iface.to_owned()))?;
+    let max = link.num_rx_queues.max(1);
+    let current = ethtool::rx_channels(iface).unwrap_or_else(|e| {
+        log::debug!("{iface}: channel count: {e}");
+        None
+    });
     Ok(current.map_or(max, |c| c.clamp(1, max)))
-}
-
-/// Rx queues in use from `ethtool -l` output: current RX plus Combined channels.
-fn current_rx_channels(text: &str) -> Option<u32> {
-    let current = text.split("Current hardware settings:").nth(1)?;
-    let field = |name: &str| {
-        current
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(name))
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            .unwrap_or(0)
-    };
-    Some(field("RX:") + field("Combined:")).filter(|n| *n > 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     #[test]
-    fn current_channels_come_from_the_second_block_of_ethtool_l() {
-        let veth = "Channel parameters for v:\nPre-set maximums:\nRX:\t\t2\nTX:\t\t2\nOther:\t\tn/a\nCombined:\tn/a\nCurrent hardware settings:\nRX:\t\t1\nTX:\t\t1\nOther:\t\tn/a\nCombined:\tn/a\n";
-        assert_eq!(current_rx_channels(veth), Some(1));
-        let nic = "Pre-set maximums:\nRX:\t\tn/a\nCombined:\t8\nCurrent hardware settings:\nRX:\t\tn/a\nTX:\t\tn/a\nCombined:\t4\n";
-        assert_eq!(current_rx_channels(nic), Some(4));
-        assert_eq!(
-            current_rx_channels("netlink error: Operation not supported"),
-            None
-        );
+    fn loopback_has_one_queue_and_an_unknown_interface_is_a_clear_error() {
+        assert_eq!(rx_queues("lo").expect("lo"), 1);
+        assert!(matches!(
+            rx_queues("ioth-nonesuch"),
+            Err(QueuesError::NoSuchInterface(_))
+        ));
     }
 
     #[test]
