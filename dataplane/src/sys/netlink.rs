@@ -13,12 +13,18 @@ use std::{
 };
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage},
     link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp, XdpAttached},
+    neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState},
+    route::{
+        RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+        RouteType,
+    },
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -262,6 +268,115 @@ impl Rtnetlink {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Sets link `index` administratively up or down.
+    pub fn set_up(&mut self, index: u32, up: bool) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.change_mask = LinkFlags::Up;
+        if up {
+            m.header.flags = LinkFlags::Up;
+        }
+        self.request(
+            "set link up/down",
+            RouteNetlinkMessage::SetLink(m),
+            NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
+    fn address_message(index: u32, addr: IpAddr, prefix: u8) -> AddressMessage {
+        let mut m = AddressMessage::default();
+        m.header.family = match addr {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        m.header.prefix_len = prefix;
+        m.header.index = index;
+        m.attributes.push(AddressAttribute::Local(addr));
+        m.attributes.push(AddressAttribute::Address(addr));
+        m
+    }
+
+    /// Adds `addr/prefix` to link `index` (an error if it is there already).
+    pub fn add_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
+        let m = Self::address_message(index, addr, prefix);
+        self.request(
+            "add address",
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    /// Removes `addr/prefix` from link `index`.
+    pub fn del_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
+        let m = Self::address_message(index, addr, prefix);
+        self.request(
+            "delete address",
+            RouteNetlinkMessage::DelAddress(m),
+            NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
+    /// Adds (or replaces) the default route through `gateway` in the main table.
+    pub fn add_default_route(&mut self, gateway: IpAddr) -> Result<()> {
+        let mut m = RouteMessage::default();
+        m.header.address_family = match gateway {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.protocol = RouteProtocol::Static;
+        m.header.scope = RouteScope::Universe;
+        m.header.kind = RouteType::Unicast;
+        m.attributes.push(RouteAttribute::Gateway(match gateway {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        }));
+        self.request(
+            "add default route",
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map(drop)
+    }
+
+    fn fdb_message(index: u32, mac: [u8; 6]) -> NeighbourMessage {
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Bridge;
+        m.header.ifindex = index;
+        m.header.state = NeighbourState::Permanent;
+        // NTF_SELF: the device's own address list, as `bridge fdb add MAC dev IF self`.
+        m.header.flags = NeighbourFlags::Own;
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        m
+    }
+
+    /// Adds `mac` to link `index`'s own unicast address list, so a NIC's filter lets frames
+    /// to it through (`bridge fdb add MAC dev IF self`).
+    pub fn add_fdb(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
+        let m = Self::fdb_message(index, mac);
+        self.request(
+            "add fdb entry",
+            RouteNetlinkMessage::NewNeighbour(m),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    /// Removes `mac` from link `index`'s own address list.
+    pub fn del_fdb(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
+        let m = Self::fdb_message(index, mac);
+        self.request(
+            "delete fdb entry",
+            RouteNetlinkMessage::DelNeighbour(m),
+            NLM_F_ACK,
+        )
+        .map(drop)
     }
 
     /// Every address configured in this namespace (IPv4 and IPv6).
