@@ -44,6 +44,9 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "tests: inspect the classifier's maps from outside",
     ),
     ("wrk", "bench: HTTP load from a standard tool"),
+    ("vde2", "tests: vde_switch, a real VDE switch to cascade"),
+    ("vdeplug", "tests: vde_plug and dpipe, real VDE clients"),
+    ("vdens", "tests: a namespace plugged into a VDE network"),
 ];
 
 /// The bpf-linker release and the LLVM majors it can link (its cargo features).

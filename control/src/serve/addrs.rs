@@ -98,7 +98,14 @@ pub fn host_addresses() -> Result<Vec<String>> {
 
 /// The stack configuration of every thread, validated before anything is attached.
 pub fn stack_configs(args: &ServeArgs) -> Result<Vec<StackConfig>> {
-    let (v4, p4) = parse_cidr4(&args.ipv4)?;
+    if args.threads == 0 {
+        return Ok(Vec::new());
+    }
+    let ipv4 = args
+        .ipv4
+        .as_deref()
+        .context("--ipv4 is needed for the threads' addresses")?;
+    let (v4, p4) = parse_cidr4(ipv4)?;
     let v6 = args.ipv6.as_deref().map(parse_cidr6).transpose()?;
     let mut configs = Vec::new();
     let host = host_addresses()?;

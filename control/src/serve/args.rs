@@ -4,6 +4,13 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ioth_dataplane::{Congestion, ModeRequest};
 
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode like 770"))
+}
+
 /// The application each thread serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum App {
@@ -44,12 +51,24 @@ pub struct ServeArgs {
     /// Interface to attach to.
     #[arg(long)]
     pub iface: String,
-    /// Worker threads; thread i owns the (i+1)-th address of each range.
+    /// Worker threads; thread i owns the (i+1)-th address of each range (0 with --vde: a
+    /// switch only).
     #[arg(long, default_value_t = 1)]
     pub threads: u16,
-    /// First thread's IPv4 address and prefix, e.g. 10.99.0.11/24.
+    /// First thread's IPv4 address and prefix, e.g. 10.99.0.11/24 (needed with threads).
     #[arg(long)]
-    pub ipv4: String,
+    pub ipv4: Option<String>,
+    /// Serve DIR as a vde_switch-compatible switch (`DIR/ctl`): VDE clients (`vde_plug
+    /// vde://DIR`, `vdens vde://DIR`, QEMU) are its ports; frames between them and the NIC
+    /// go over AF_XDP.
+    #[arg(long, value_name = "DIR")]
+    pub vde: Option<std::path::PathBuf>,
+    /// Permissions of the switch directory and its control socket, octal (`vde_switch -m`).
+    #[arg(long, default_value = "700", value_parser = parse_mode)]
+    pub vde_mode: u32,
+    /// Most MACs learned behind one VDE port.
+    #[arg(long, default_value_t = 16)]
+    pub vde_macs_per_port: usize,
     /// First thread's IPv6 address and prefix, e.g. fd00:99::11/64.
     #[arg(long)]
     pub ipv6: Option<String>,

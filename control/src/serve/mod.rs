@@ -16,7 +16,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use ioth_dataplane::{Dataplane, DataplaneOptions, LoadOptions};
+use ioth_dataplane::{
+    Dataplane, DataplaneOptions, LoadOptions,
+    endpoint::switch::{self, SwitchOptions},
+    wire::Mac,
+};
 
 /// Prints a line on stdout; a closed stdout (the reader went away) is not an error worth a
 /// panic in a server.
@@ -46,8 +50,8 @@ use worker::{WorkerArgs, worker};
 
 /// Runs `ioth serve` until SIGINT/SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<()> {
-    if args.threads == 0 {
-        bail!("--threads must be at least 1");
+    if args.threads == 0 && args.vde.is_none() {
+        bail!("--threads must be at least 1 (or serve a switch with --vde)");
     }
     let configs = stack_configs(args)?;
     let mut apps: Vec<App> = args.app.clone();
@@ -131,6 +135,23 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .iter()
         .map(|(a, p)| format!("{}:{p}", format!("{a:?}").to_lowercase()))
         .collect();
+    let switch = match &args.vde {
+        Some(dir) => {
+            let opts = SwitchOptions {
+                dir: dir.clone(),
+                mode: args.vde_mode,
+                mac: Mac(addrs::thread_mac(&args.iface, u16::MAX)),
+                max_macs_per_port: args.vde_macs_per_port,
+                max_age: smoltcp::time::Duration::from_secs(300),
+                thread: u32::from(u16::MAX),
+            };
+            let sw = switch::spawn(&dp, opts, Arc::clone(&stop), |line| say!("{line}"))
+                .with_context(|| format!("serving {} as a VDE switch", dir.display()))?;
+            say!("vde switch {} ready", dir.display());
+            Some(sw)
+        }
+        None => None,
+    };
     let thread_stats: Vec<Arc<ThreadStats>> = workers.iter().map(|(_, s)| Arc::clone(s)).collect();
     let _metrics = match &args.metrics {
         Some(addr) => {
@@ -167,6 +188,18 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             stats.requests.load(Ordering::Relaxed),
             if panicked { " (panicked)" } else { "" }
         );
+    }
+    if let Some(sw) = switch {
+        let c = &sw.counters;
+        say!(
+            "stopped vde switch: from ports {}, to ports {}, from the NIC {}, to the NIC {}, dropped {}",
+            c.from_ports.load(Ordering::Relaxed),
+            c.to_ports.load(Ordering::Relaxed),
+            c.from_uplink.load(Ordering::Relaxed),
+            c.to_uplink.load(Ordering::Relaxed),
+            c.dropped.load(Ordering::Relaxed)
+        );
+        sw.join();
     }
     let _ = watch.join();
     let unaccounted = unaccounted_frames(&dp);

@@ -116,6 +116,53 @@ impl Classifier {
         Ok(())
     }
 
+    /// Adds `mac` to the MACs endpoint `id` owns (a MAC learned behind a switch). Already
+    /// its own: nothing to do. Owned by another endpoint: [`ClassifierError::AddressInUse`].
+    pub fn add_mac(&mut self, id: EndpointId, mac: [u8; 6]) -> Result<()> {
+        if !Mac(mac).is_station() {
+            return Err(ClassifierError::InvalidEndpoint(
+                "only a unicast, non-zero MAC can be owned",
+            ));
+        }
+        let addrs = self
+            .endpoints
+            .get(&id.0)
+            .ok_or(ClassifierError::UnknownEndpoint(id.0))?;
+        if addrs.mac == Some(mac) || addrs.learned.contains(&mac) {
+            return Ok(());
+        }
+        match self
+            .by_mac
+            .insert(MacKey::new(mac), EndpointSlot { slot: id.0 }, BPF_NOEXIST)
+        {
+            Ok(()) => {}
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                return Err(ClassifierError::AddressInUse {
+                    addr: Mac(mac).to_string(),
+                });
+            }
+            Err(e) => return Err(map_err(map_names::BY_MAC, "insert")(e)),
+        }
+        if let Some(a) = self.endpoints.get_mut(&id.0) {
+            a.learned.push(mac);
+        }
+        Ok(())
+    }
+
+    /// Removes a learned `mac` from endpoint `id` (no-op if it does not own it as learned).
+    pub fn remove_mac(&mut self, id: EndpointId, mac: [u8; 6]) -> Result<()> {
+        let Some(addrs) = self.endpoints.get_mut(&id.0) else {
+            return Err(ClassifierError::UnknownEndpoint(id.0));
+        };
+        let Some(pos) = addrs.learned.iter().position(|m| *m == mac) else {
+            return Ok(());
+        };
+        addrs.learned.swap_remove(pos);
+        self.by_mac
+            .remove(&MacKey::new(mac))
+            .map_err(map_err(map_names::BY_MAC, "remove"))
+    }
+
     fn reset_stats(&mut self, slot: u32) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ClassifierError::Map {
             map: map_names::EP_STATS,
@@ -157,8 +204,8 @@ impl Classifier {
                 first_err = Some(map_err(map, "remove")(e));
             }
         };
-        if let Some(mac) = addrs.mac {
-            note(self.by_mac.remove(&MacKey::new(mac)), map_names::BY_MAC);
+        for mac in addrs.mac.iter().chain(&addrs.learned) {
+            note(self.by_mac.remove(&MacKey::new(*mac)), map_names::BY_MAC);
         }
         for ip in addrs.ipv4 {
             note(

@@ -154,6 +154,9 @@ pub struct EndpointAddrs {
     pub ipv6: Vec<Ipv6Addr>,
     /// The owner's index for this endpoint (a thread index), recorded for labels.
     pub thread: u32,
+    /// MACs it owns besides its own: learned from the ports behind a switch endpoint
+    /// ([`crate::classifier::program::Classifier::add_mac`]).
+    pub learned: Vec<[u8; 6]>,
 }
 
 /// An endpoint's slot in the classifier (its index in the XskMap's per-queue range).

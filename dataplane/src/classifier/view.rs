@@ -68,8 +68,10 @@ pub struct Attachment {
 pub struct EndpointView {
     /// Slot.
     pub slot: u32,
-    /// Its MAC, if it owns one.
+    /// Its MAC, if it owns one (the lowest, when it owns several).
     pub mac: Option<Mac>,
+    /// Every MAC it owns: its own and, for a switch, those learned behind its ports.
+    pub macs: Vec<Mac>,
     /// IPv4 addresses.
     pub ipv4: Vec<Ipv4Addr>,
     /// IPv6 addresses.
@@ -229,7 +231,7 @@ impl ClassifierView {
         for kv in by_mac.iter() {
             let (k, v) = kv.map_err(|e| read_err("by-mac", e))?;
             let e = eps.entry(v.slot).or_insert_with(|| blank(v.slot));
-            e.mac = Some(Mac(k.addr));
+            e.macs.push(Mac(k.addr));
         }
         let by_v4: HashMap<MapData, Ipv4Key, EndpointSlot> = self
             .map(map_names::BY_IPV4)?
@@ -282,6 +284,8 @@ impl ClassifierView {
             }
             e.ipv4.sort();
             e.ipv6.sort();
+            e.macs.sort();
+            e.mac = e.macs.first().copied();
             e.owner_alive = sys::process_alive(e.pid);
             if let Ok(v) = stats.get(&e.slot, 0) {
                 for s in v.iter() {
@@ -299,6 +303,7 @@ fn blank(slot: u32) -> EndpointView {
     EndpointView {
         slot,
         mac: None,
+        macs: Vec::new(),
         ipv4: Vec::new(),
         ipv6: Vec::new(),
         pid: 0,

@@ -8,7 +8,10 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use super::thread::{EndpointGuard, EndpointStack};
+use super::{
+    raw::RawEndpoint,
+    thread::{EndpointGuard, EndpointStack},
+};
 use crate::{
     classifier::{
         AttachMode, Classifier, ClassifierError, ClassifierView, EndpointAddrs, LoadOptions,
@@ -16,7 +19,8 @@ use crate::{
     },
     link::XskDevice,
     stack::{Stack, StackConfig, StackError},
-    sys::{self, QueuesError},
+    sys::{self, QueuesError, netlink::Rtnetlink},
+    wire::Mac,
     xsk::{BindMode, QueueUmem, XskConfig, XskError, XskSocket},
 };
 
@@ -157,6 +161,7 @@ impl Dataplane {
             ipv4: config.ipv4.iter().map(|(a, _)| *a).collect(),
             ipv6: config.ipv6.iter().map(|(a, _)| *a).collect(),
             thread: config.thread,
+            learned: Vec::new(),
         };
         let id = self.classifier().add_endpoint(&addrs)?;
         // From here on the guard removes the entries whatever fails.
@@ -180,5 +185,44 @@ impl Dataplane {
         device.set_capture(crate::capture::register(&self.iface, id.0));
         let stack = Stack::new(device, config, now)?;
         Ok(EndpointStack::new(guard, stack))
+    }
+
+    /// Creates a raw endpoint owning `mac`: registers it, binds a socket on every rx queue
+    /// and puts the sockets in the XskMap. No stack: the caller moves frames itself (a
+    /// switch). Undone when it drops.
+    pub fn raw_endpoint(
+        self: &Arc<Self>,
+        mac: Mac,
+        thread: u32,
+    ) -> Result<RawEndpoint, DataplaneError> {
+        let link = Rtnetlink::open()
+            .and_then(|mut nl| nl.link(&self.iface))
+            .map_err(|source| {
+                DataplaneError::Queues(QueuesError::Netlink {
+                    iface: self.iface.clone(),
+                    source,
+                })
+            })?
+            .ok_or_else(|| {
+                DataplaneError::Queues(QueuesError::NoSuchInterface(self.iface.clone()))
+            })?;
+        let addrs = EndpointAddrs {
+            mac: Some(mac.0),
+            thread,
+            ..EndpointAddrs::default()
+        };
+        let id = self.classifier().add_endpoint(&addrs)?;
+        let guard = EndpointGuard::new(Arc::clone(&self.classifier), id);
+        let mut sockets = Vec::with_capacity(self.queues.len());
+        for q in &self.queues {
+            sockets.push(XskSocket::bind(q)?);
+        }
+        {
+            let mut c = self.classifier();
+            for s in &sockets {
+                c.set_socket(s.queue().queue(), id.0, s.as_raw_fd())?;
+            }
+        }
+        Ok(RawEndpoint::new(guard, sockets, link.index, link.mtu))
     }
 }

@@ -28,6 +28,11 @@ impl EndpointGuard {
     pub fn id(&self) -> EndpointId {
         self.id
     }
+
+    /// The classifier the endpoint is registered in.
+    pub fn classifier(&self) -> &Arc<Mutex<Classifier>> {
+        &self.classifier
+    }
 }
 
 impl Drop for EndpointGuard {

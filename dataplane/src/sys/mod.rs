@@ -10,6 +10,7 @@
 pub mod ethtool;
 pub mod mount;
 pub mod netlink;
+pub mod packet;
 
 use std::{io, os::fd::RawFd};
 
@@ -52,6 +53,39 @@ pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<bool> {
     // SAFETY: `pfds[..n]` is a valid, initialised array of pollfd that outlives the call;
     // poll(2) only writes their `revents`. The fds belong to objects the caller holds.
     let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms.max(-1)) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINTR) {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(r > 0)
+}
+
+/// Waits until one of `fds` (any number) is readable or `timeout_ms` passes. For loops that
+/// wait on more fds than [`wait_readable`] takes (it allocates).
+pub fn wait_readable_any(fds: &[RawFd], timeout_ms: i32) -> io::Result<bool> {
+    if fds.len() <= MAX_WAIT_FDS {
+        return wait_readable(fds, timeout_ms);
+    }
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: *fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` is a valid, initialised array of pollfd that outlives the call; poll(2)
+    // only writes their `revents`.
+    let r = unsafe {
+        libc::poll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            timeout_ms.max(-1),
+        )
+    };
     if r < 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EINTR) {

@@ -1,0 +1,269 @@
+//! `ioth serve --vde DIR`: a vde_switch-compatible switch, with VirtualSquare's own clients
+//! (vde_plug, vdens, dpipe, vde_switch) as the other side, in fresh namespaces.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{Server, ioth_json, peer_ok};
+use ioth_dataplane::netns::{NetNs, VethPair};
+
+/// A background process killed (and reaped) on drop.
+struct Bg(Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `program` in `ns`; its stdin is a pipe kept open (vde_switch's console quits on
+/// end of input).
+fn bg(ns: &NetNs, program: &str, args: &[&str]) -> Bg {
+    Bg(ns
+        .command(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}")))
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("ioth-vde-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        Self(d)
+    }
+    fn url(&self, sub: &str) -> String {
+        format!("vde://{}", self.0.join(sub).display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits until `ns` has interface `ifname`.
+fn wait_for_link(ns: &NetNs, ifname: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if ns.ip(&["link", "show", ifname]).is_ok() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{ifname} did not appear in {}", ns.name());
+}
+
+/// A namespace whose `tap` is a `vde_plug` port of the switch at `url`, with addresses.
+fn plugged(tag: &str, url: &str, tap: &str, v4: &str, v6: &str) -> (NetNs, Bg) {
+    let ns = NetNs::new(tag).expect("client netns");
+    let plug = bg(&ns, "vde_plug", &[url, &format!("tap://{tap}")]);
+    wait_for_link(&ns, tap);
+    ns.ip(&["addr", "add", v4, "dev", tap]).expect("v4");
+    ns.ip(&["addr", "add", v6, "dev", tap, "nodad"])
+        .expect("v6");
+    ns.ip(&["link", "set", tap, "up"]).expect("up");
+    (ns, plug)
+}
+
+fn ping(ns: &NetNs, dst: &str) {
+    let v6 = dst.contains(':');
+    let mut args = vec!["-c", "2", "-W", "3"];
+    if v6 {
+        args.insert(0, "-6");
+    }
+    args.push(dst);
+    let (ok, out) = peer_ok(ns, "ping", &args);
+    assert!(ok, "ping {dst} from {}: {out}", ns.name());
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn vde_clients_reach_the_nic_and_each_other_through_ioth() {
+    let pair = VethPair::new("vde", 1).expect("veth pair");
+    let dir = TempDir::new("sw");
+    let sw = dir.0.to_string_lossy().into_owned();
+    let server = Server::start(&pair, 1, "echo", &["--vde", &sw]);
+    assert!(
+        server.ready.iter().any(|l| l.starts_with("vde switch ")),
+        "{:?}",
+        server.ready
+    );
+    // The switch's directory and control socket are root-only by default (vde_switch -m).
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.0), 0o700);
+    assert_eq!(mode(&dir.0.join("ctl")), 0o600);
+
+    // Two vde_plug taps in two namespaces, on the NIC's LAN.
+    let (a, _plug_a) = plugged(
+        "vde-a",
+        &dir.url(""),
+        "vde0",
+        "10.99.0.50/24",
+        "fd00:99::50/64",
+    );
+    let (b, _plug_b) = plugged(
+        "vde-b",
+        &dir.url(""),
+        "vde1",
+        "10.99.0.51/24",
+        "fd00:99::51/64",
+    );
+    // The NIC's peer reaches each tap, over IPv4 and IPv6, and they reach it.
+    for dst in ["10.99.0.50", "fd00:99::50", "10.99.0.51", "fd00:99::51"] {
+        ping(&pair.peer, dst);
+    }
+    ping(&a, "10.99.0.2");
+    ping(&b, "fd00:99::2");
+    // The taps reach each other (switched inside ioth).
+    ping(&a, "10.99.0.51");
+    ping(&b, "fd00:99::50");
+    // TCP and UDP from the NIC's peer to a tap: socat echo servers behind the port.
+    let _tcp = bg(&a, "socat", &["TCP-LISTEN:7007,fork,reuseaddr", "EXEC:cat"]);
+    let _udp = bg(&a, "socat", &["UDP-RECVFROM:7008,fork", "EXEC:cat"]);
+    thread::sleep(Duration::from_millis(300));
+    let (ok, out) = peer_ok(
+        &pair.peer,
+        "sh",
+        &[
+            "-c",
+            "echo hello-vde | timeout 10 socat -t 2 - TCP:10.99.0.50:7007,connect-timeout=5",
+        ],
+    );
+    assert!(
+        ok && out.contains("hello-vde"),
+        "TCP through the port: {out}"
+    );
+    let (ok, out) = peer_ok(
+        &pair.peer,
+        "sh",
+        &[
+            "-c",
+            "echo hello-udp | timeout 10 socat -t 2 - UDP:10.99.0.50:7008",
+        ],
+    );
+    assert!(
+        ok && out.contains("hello-udp"),
+        "UDP through the port: {out}"
+    );
+
+    // The switch's endpoint owns the MACs learned behind its ports.
+    let eps = ioth_json(
+        &pair.host,
+        &["endpoints", "--iface", &pair.host_if, "--json"],
+    );
+    let macs: usize = eps
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|e| e["macs"].as_array().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0);
+    assert!(macs >= 3, "the switch's own MAC and both taps': {eps}");
+
+    // vdens: a namespace whose vde0 is plugged into the switch.
+    let (ok, out) = peer_ok(
+        &pair.host,
+        "timeout",
+        &[
+            "15",
+            "vdens",
+            &dir.url(""),
+            "sh",
+            "-c",
+            "ip addr add 10.99.0.52/24 dev vde0 && ip link set vde0 up && ping -c 2 -W 3 10.99.0.2 && ping -c 1 -W 3 10.99.0.50",
+        ],
+    );
+    assert!(ok, "vdens: {out}");
+
+    // A real vde_switch LAN cascaded in through dpipe: its clients reach the NIC's peer
+    // and ioth's ports.
+    let real = TempDir::new("real");
+    let real_dir = real.0.to_string_lossy().into_owned();
+    let _vde_switch = bg(&pair.host, "vde_switch", &["-s", &real_dir]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !real.0.join("ctl").exists() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _dpipe = bg(
+        &pair.host,
+        "dpipe",
+        &["vde_plug", &dir.url(""), "=", "vde_plug", &real.url("")],
+    );
+    let (c, _plug_c) = plugged(
+        "vde-c",
+        &real.url(""),
+        "vde2",
+        "10.99.0.53/24",
+        "fd00:99::53/64",
+    );
+    ping(&pair.peer, "10.99.0.53");
+    ping(&c, "10.99.0.51");
+
+    // A port's process killed: its port closes and its MAC goes with it.
+    let out = b
+        .exec("cat", &["/sys/class/net/vde1/address"])
+        .expect("tap MAC");
+    let b_mac = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let owned = |mac: &str| {
+        let eps = ioth_json(
+            &pair.host,
+            &["endpoints", "--iface", &pair.host_if, "--json"],
+        );
+        eps.as_array().expect("list").iter().any(|e| {
+            e["macs"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|x| x == mac))
+        })
+    };
+    assert!(owned(&b_mac), "{b_mac} is claimed while its port is open");
+    drop(_plug_b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut closed = false;
+    while !closed && Instant::now() < deadline {
+        if let Ok(line) = server.lines.recv_timeout(Duration::from_millis(100)) {
+            closed = line.contains("vde: port 2 closed");
+        }
+    }
+    assert!(closed, "port 2 did not close when its vde_plug was killed");
+    assert!(
+        !owned(&b_mac),
+        "{b_mac} still claimed after its port closed"
+    );
+    let (status, lines) = server.stop();
+    assert!(status.success(), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("stopped: ") && l.ends_with("frames accounted: yes")),
+        "{lines:?}"
+    );
+    assert!(
+        !dir.0.join("ctl").exists(),
+        "the control socket goes with the server"
+    );
+    println!(
+        "vde: {}",
+        lines
+            .iter()
+            .filter(|l| l.contains("vde"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+}

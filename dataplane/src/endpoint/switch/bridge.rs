@@ -1,0 +1,446 @@
+//! The switch's thread: waits on the control socket, the ports, the AF_XDP sockets and the
+//! group tap, and moves each frame where [`SwitchCore`] says.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    os::fd::RawFd,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
+    thread::{self, JoinHandle},
+};
+
+use smoltcp::time::{Duration, Instant};
+
+use super::{
+    core::{Learned, MIN_FRAME, Out, PortId, SwitchCore, src},
+    vde::{VdeListener, VdePort},
+};
+use crate::{
+    classifier::ClassifierError,
+    endpoint::dataplane::{Dataplane, DataplaneError},
+    link::checksum::{L4Checksum, check_l4},
+    sys::{packet::GroupTap, wait_readable_any},
+    wire::Mac,
+    xsk::{RxPart, TxPart},
+};
+
+/// Largest frame a port may send (vdeplug4's limit: 9216 bytes of payload + 18).
+pub const MAX_PORT_FRAME: usize = 9216 + 18;
+/// Frames taken from one source per round before the others get their turn.
+const BUDGET: usize = 64;
+
+/// How the switch is set up.
+#[derive(Clone, Debug)]
+pub struct SwitchOptions {
+    /// The directory served (`DIR/ctl`).
+    pub dir: PathBuf,
+    /// Permissions of the directory and the control socket (`vde_switch -m`).
+    pub mode: u32,
+    /// The switch's own MAC (its endpoint's address in the classifier).
+    pub mac: Mac,
+    /// Most MACs learned behind one port.
+    pub max_macs_per_port: usize,
+    /// A learned MAC unseen this long is forgotten.
+    pub max_age: Duration,
+    /// The owner's index shown by `ioth endpoints`.
+    pub thread: u32,
+}
+
+/// Errors of starting a switch.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// The switch's endpoint could not be made.
+    #[error(transparent)]
+    Dataplane(Box<DataplaneError>),
+    /// A socket could not be set up.
+    #[error("{what}")]
+    Io {
+        /// What.
+        what: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The thread could not start.
+    #[error("the switch thread ended before it was ready")]
+    Thread,
+}
+
+/// What the switch counted, for operators and tests.
+#[derive(Debug, Default)]
+pub struct SwitchCounters {
+    /// Ports connected now.
+    pub ports: AtomicU64,
+    /// Frames received from ports.
+    pub from_ports: AtomicU64,
+    /// Frames received from the NIC (AF_XDP and the group tap).
+    pub from_uplink: AtomicU64,
+    /// Frames sent out through the NIC.
+    pub to_uplink: AtomicU64,
+    /// Frames delivered to ports.
+    pub to_ports: AtomicU64,
+    /// Frames dropped: runts, oversize, unlearnable or foreign sources, full queues.
+    pub dropped: AtomicU64,
+}
+
+/// A running switch; stops when `stop` is set, then its ports close and its classifier
+/// entries go.
+#[derive(Debug)]
+pub struct SwitchHandle {
+    /// Its counters.
+    pub counters: Arc<SwitchCounters>,
+    thread: JoinHandle<()>,
+}
+
+impl SwitchHandle {
+    /// Waits for the switch thread to end (after `stop` was set).
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts a switch on `dp`'s interface serving `opts.dir`; returns once it is ready (or
+/// why it could not start). Port events are reported through `report` (one line each).
+pub fn spawn(
+    dp: &Arc<Dataplane>,
+    opts: SwitchOptions,
+    stop: Arc<AtomicBool>,
+    report: impl Fn(String) + Send + 'static,
+) -> Result<SwitchHandle, SwitchError> {
+    let counters = Arc::new(SwitchCounters::default());
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let dp = Arc::clone(dp);
+    let c = Arc::clone(&counters);
+    let thread = thread::Builder::new()
+        .name("ioth-vde".into())
+        .spawn(move || {
+            let mut sw = match Switch::new(&dp, &opts, c) {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            sw.run(&stop, &report);
+        })
+        .map_err(|source| SwitchError::Io {
+            what: "starting the switch thread".into(),
+            source,
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(SwitchHandle { counters, thread }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => Err(SwitchError::Thread),
+    }
+}
+
+struct Switch {
+    raw: crate::endpoint::raw::RawEndpoint,
+    rx: Vec<RxPart>,
+    tx: TxPart,
+    _idle_tx: Vec<TxPart>,
+    tap: GroupTap,
+    listener: VdeListener,
+    core: SwitchCore,
+    ports: BTreeMap<PortId, VdePort>,
+    counters: Arc<SwitchCounters>,
+    /// Largest frame the NIC side takes.
+    uplink_max: usize,
+    clock: std::time::Instant,
+    buf: Vec<u8>,
+    outs: Vec<Out>,
+    fds: Vec<RawFd>,
+}
+
+impl Switch {
+    fn new(
+        dp: &Arc<Dataplane>,
+        opts: &SwitchOptions,
+        counters: Arc<SwitchCounters>,
+    ) -> Result<Self, SwitchError> {
+        let raw = dp
+            .raw_endpoint(opts.mac, opts.thread)
+            .map_err(|e| SwitchError::Dataplane(Box::new(e)))?;
+        let io_err = |what: String| move |source| SwitchError::Io { what, source };
+        let tap = GroupTap::open(raw.ifindex)
+            .map_err(io_err(format!("a broadcast tap on {}", dp.iface())))?;
+        let listener = VdeListener::bind(&opts.dir, opts.mode)
+            .map_err(io_err(format!("serving {}", opts.dir.display())))?;
+        let mut raw = raw;
+        let mut rx = Vec::new();
+        let mut txs = Vec::new();
+        for s in std::mem::take(&mut raw.sockets) {
+            let (r, t) = s.into_parts();
+            rx.push(r);
+            txs.push(t);
+        }
+        let tx = txs.remove(0);
+        // The Ethernet header, one VLAN tag, the link's MTU; never more than a UMEM frame.
+        let uplink_max = (raw.mtu as usize + 18).min(2048);
+        Ok(Self {
+            raw,
+            rx,
+            tx,
+            _idle_tx: txs,
+            tap,
+            listener,
+            core: SwitchCore::new(opts.max_age, opts.max_macs_per_port),
+            ports: BTreeMap::new(),
+            counters,
+            uplink_max,
+            clock: std::time::Instant::now(),
+            buf: vec![0u8; MAX_PORT_FRAME + 1],
+            outs: Vec::new(),
+            fds: Vec::new(),
+        })
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.clock.elapsed().as_micros() as i64)
+    }
+
+    fn run(&mut self, stop: &AtomicBool, report: &dyn Fn(String)) {
+        let mut expired_at = self.now();
+        while !stop.load(Ordering::Relaxed) {
+            self.fds.clear();
+            self.listener.fds(&mut self.fds);
+            self.fds.push(self.tap.fd());
+            self.fds.extend(self.rx.iter().map(|r| r.fd()));
+            for p in self.ports.values() {
+                self.fds.push(p.data_fd());
+                self.fds.push(p.ctl_fd());
+            }
+            if !self.rx.iter_mut().any(|r| r.fetch() > 0)
+                && let Err(e) = wait_readable_any(&self.fds, 200)
+            {
+                report(format!("vde: wait: {e}"));
+            }
+            self.accept(report);
+            self.drop_hung_up(report);
+            self.poll_ports();
+            self.poll_uplink();
+            if let Err(e) = self.tx.flush() {
+                log::debug!("vde: uplink flush: {e}");
+            }
+            for r in &mut self.rx {
+                if let Err(e) = r.sync() {
+                    log::debug!("vde: uplink sync: {e}");
+                }
+            }
+            let now = self.now();
+            if now - expired_at >= Duration::from_secs(1) {
+                expired_at = now;
+                for mac in self.core.expire(now) {
+                    let _ = self.raw.release(mac);
+                }
+            }
+        }
+        for (id, _) in std::mem::take(&mut self.ports) {
+            for mac in self.core.forget_port(id) {
+                let _ = self.raw.release(mac);
+            }
+        }
+    }
+
+    fn accept(&mut self, report: &dyn Fn(String)) {
+        let mut refused = Vec::new();
+        let ports = &self.ports;
+        let new = self.listener.poll(
+            |asked| {
+                if let Some(p) = asked
+                    && p > 0
+                    && !ports.contains_key(&p)
+                {
+                    return Some(p);
+                }
+                (1..=u32::from(u16::MAX)).find(|p| !ports.contains_key(p))
+            },
+            &mut refused,
+        );
+        for r in refused {
+            report(format!("vde: refused a client: {r}"));
+        }
+        for p in new {
+            report(format!(
+                "vde: port {} connected: {:?} (pid {})",
+                p.id,
+                p.description,
+                p.pid.map_or("-".to_owned(), |x| x.to_string())
+            ));
+            self.ports.insert(p.id, p);
+        }
+        self.counters
+            .ports
+            .store(self.ports.len() as u64, Ordering::Relaxed);
+    }
+
+    fn drop_hung_up(&mut self, report: &dyn Fn(String)) {
+        let gone: Vec<PortId> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| p.hung_up())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.ports.remove(&id);
+            for mac in self.core.forget_port(id) {
+                let _ = self.raw.release(mac);
+            }
+            report(format!("vde: port {id} closed"));
+        }
+        self.counters
+            .ports
+            .store(self.ports.len() as u64, Ordering::Relaxed);
+    }
+
+    fn poll_ports(&mut self) {
+        let ids: Vec<PortId> = self.ports.keys().copied().collect();
+        for id in ids {
+            for _ in 0..BUDGET {
+                let n = match self.ports.get(&id).map(|p| p.recv(&mut self.buf)) {
+                    Some(Ok(Some(n))) => n,
+                    _ => break,
+                };
+                self.counters.from_ports.fetch_add(1, Ordering::Relaxed);
+                if !(MIN_FRAME..=MAX_PORT_FRAME).contains(&n) {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                self.switch_from_port(id, n);
+            }
+        }
+    }
+
+    fn switch_from_port(&mut self, id: PortId, n: usize) {
+        let now = self.now();
+        let Some(s) = src(&self.buf[..n]) else { return };
+        match self.core.learn(s, id, now) {
+            Learned::New => {
+                if let Err(e) = self.raw.claim(s) {
+                    // Owned by another endpoint (or by nobody we may take it from): a port
+                    // never sends from someone else's MAC.
+                    if !matches!(e, ClassifierError::AddressInUse { .. }) {
+                        log::warn!("vde: claiming {s} for port {id}: {e}");
+                    }
+                    self.core.forget(s);
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+            Learned::Refreshed | Learned::Moved { .. } => {}
+            Learned::Refused => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut outs = std::mem::take(&mut self.outs);
+        self.core.forward(id, &self.buf[..n], &mut outs);
+        for out in &outs {
+            match *out {
+                Out::Port(p) => self.send_port(p, n),
+                Out::Flood(except) => {
+                    let targets: Vec<PortId> = self
+                        .ports
+                        .keys()
+                        .copied()
+                        .filter(|p| Some(*p) != except)
+                        .collect();
+                    for p in targets {
+                        self.send_port(p, n);
+                    }
+                }
+                Out::Uplink => self.send_uplink(n),
+            }
+        }
+        self.outs = outs;
+    }
+
+    fn send_port(&self, p: PortId, n: usize) {
+        let sent = self
+            .ports
+            .get(&p)
+            .is_some_and(|port| port.send(&self.buf[..n]));
+        let c = if sent {
+            &self.counters.to_ports
+        } else {
+            &self.counters.dropped
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn send_uplink(&mut self, n: usize) {
+        if n > self.uplink_max {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.tx.slot(n) {
+            Some(mut slot) => {
+                slot.bytes_mut().copy_from_slice(&self.buf[..n]);
+                slot.send();
+                self.counters.to_uplink.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn poll_uplink(&mut self) {
+        // Unicast to learned MACs (and anything else the classifier steers here) over AF_XDP.
+        for i in 0..self.rx.len() {
+            for _ in 0..BUDGET {
+                let Some(frame) = self.rx[i].next_frame() else {
+                    break;
+                };
+                let n = frame.bytes().len().min(self.buf.len());
+                self.buf[..n].copy_from_slice(&frame.bytes()[..n]);
+                drop(frame);
+                self.switch_from_uplink(n);
+            }
+        }
+        // Broadcast and multicast, copied while the kernel keeps the originals.
+        for _ in 0..BUDGET {
+            match self.tap.recv(&mut self.buf) {
+                Ok(Some(n)) => self.switch_from_uplink(n.min(self.buf.len())),
+                Ok(None) => break,
+                Err(e) => {
+                    log::debug!("vde: group tap: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn switch_from_uplink(&mut self, n: usize) {
+        self.counters.from_uplink.fetch_add(1, Ordering::Relaxed);
+        // A kernel sender on the NIC's side may leave TCP/UDP checksums partial (offload):
+        // complete them, as the NIC would, before a port's kernel sees the frame.
+        if check_l4(&mut self.buf[..n]) == L4Checksum::Invalid {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.core.forward_uplink(&self.buf[..n]) {
+            Some(Out::Port(p)) => self.send_port(p, n),
+            Some(Out::Flood(_)) => {
+                let targets: Vec<PortId> = self.ports.keys().copied().collect();
+                for p in targets {
+                    self.send_port(p, n);
+                }
+            }
+            Some(Out::Uplink) | None => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
