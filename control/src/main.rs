@@ -6,6 +6,7 @@ mod capture;
 mod demo;
 mod inspect;
 mod metrics;
+mod run;
 mod serve;
 mod top;
 
@@ -33,6 +34,9 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Serve echo, HTTP or discard from N threads, each its own network node.
     Serve(serve::ServeArgs),
+    /// Run a program in a fresh network namespace whose interface is a port of a running
+    /// ioth's VDE switch; exits with the program's status.
+    Run(run::RunArgs),
     /// Interfaces with an ioth classifier: program, mode, queues, endpoints, verdicts.
     Status(inspect::StatusArgs),
     /// Every endpoint: MAC, IPs, owner (pid, thread), receive counters.
@@ -70,6 +74,13 @@ fn main() {
         }
         Cmd::Serve(a) => {
             caps::require("serve", &[BPF, NET_ADMIN, NET_RAW]).and_then(|_| serve::run(&a))
+        }
+        Cmd::Run(a) => {
+            // unshare(CLONE_NEWNET) and the TAP device need CAP_SYS_ADMIN and CAP_NET_ADMIN.
+            match caps::require("run", &[NET_ADMIN, SYS_ADMIN]).and_then(|_| run::run(&a)) {
+                Ok(code) => std::process::exit(code),
+                Err(e) => Err(e),
+            }
         }
         Cmd::Status(a) => {
             caps::require("status", &[BPF, SYS_ADMIN]).and_then(|_| inspect::status(&a))

@@ -267,3 +267,125 @@ fn vde_clients_reach_the_nic_and_each_other_through_ioth() {
             .join(" | ")
     );
 }
+
+/// `ioth run ARGS -- CMD` in the host namespace, in a process group of its own (as a shell
+/// job would be).
+fn ioth_run(pair: &VethPair, args: &[&str], cmd: &[&str]) -> std::process::Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = pair.host.command(env!("CARGO_BIN_EXE_ioth"));
+    c.arg("run").args(args).arg("--").args(cmd).process_group(0);
+    c
+}
+
+fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ioth run did not exit within {secs} s");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn ioth_run_gives_an_unmodified_program_its_own_address_and_its_exit_status() {
+    let pair = VethPair::new("run", 1).expect("veth pair");
+    // The switch at its default place (/run/ioth/vde/IF…), found by `ioth run --iface`.
+    let server = Server::start(&pair, 0, "echo", &["--vde"]);
+    let iface = pair.host_if.clone();
+    let join = ["--iface", iface.as_str()];
+
+    // The program reaches the NIC's peer from its own addresses; its status comes back.
+    let out = ioth_run(
+        &pair,
+        &[&join[..], &["--ipv4", "10.99.0.60/24", "--ipv6", "fd00:99::60/64"]].concat(),
+        &[
+            "sh",
+            "-c",
+            "ping -c 2 -W 3 10.99.0.2 >/dev/null && ping -6 -c 2 -W 3 fd00:99::2 >/dev/null && exit 7",
+        ],
+    )
+    .output()
+    .expect("ioth run");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // stdout stays the program's; a server inside is reached from the peer.
+    let mut srv = ioth_run(
+        &pair,
+        &[&join[..], &["--ipv4", "10.99.0.61/24"]].concat(),
+        &[
+            "socat",
+            "TCP-LISTEN:8080,reuseaddr",
+            "EXEC:echo hi-from-run",
+        ],
+    )
+    .spawn()
+    .expect("ioth run socat");
+    let mut reply = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reply.contains("hi-from-run") && Instant::now() < deadline {
+        let (_, out) = peer_ok(
+            &pair.peer,
+            "sh",
+            &[
+                "-c",
+                "timeout 3 socat - TCP:10.99.0.61:8080,connect-timeout=1",
+            ],
+        );
+        reply = out;
+    }
+    assert!(reply.contains("hi-from-run"), "{reply:?}");
+    assert!(wait_exit(&mut srv, 10).success());
+    let stdout = ioth_run(&pair, &join, &["echo", "from-inside"])
+        .output()
+        .expect("echo");
+    assert_eq!(String::from_utf8_lossy(&stdout.stdout), "from-inside\n");
+
+    // SIGTERM to ioth run reaches the program (143); Ctrl-C to the job (SIGINT to the
+    // process group) ends it once (130).
+    for (sig, group, want) in [
+        (nix::sys::signal::Signal::SIGTERM, false, 143),
+        (nix::sys::signal::Signal::SIGINT, true, 130),
+    ] {
+        let mut c = ioth_run(&pair, &join, &["sleep", "30"])
+            .spawn()
+            .expect("sleep");
+        thread::sleep(Duration::from_millis(700));
+        let pid = c.id() as i32;
+        let target = nix::unistd::Pid::from_raw(if group { -pid } else { pid });
+        nix::sys::signal::kill(target, sig).expect("kill");
+        let st = wait_exit(&mut c, 10);
+        assert_eq!(st.code(), Some(want), "{sig:?}");
+    }
+
+    // A missing switch is a clear error.
+    let out = ioth_run(&pair, &["--vde", "/nonexistent/ioth"], &["true"])
+        .output()
+        .expect("ioth run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no VDE switch at /nonexistent/ioth"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every port went with its program.
+    let mut closed = 0;
+    while let Ok(line) = server.lines.recv_timeout(Duration::from_millis(300)) {
+        closed += usize::from(line.contains(" closed"));
+    }
+    assert_eq!(closed, 5, "five programs, five ports closed");
+    let (status, lines) = server.stop();
+    assert!(status.success(), "{lines:?}");
+    println!("ioth run: exit status, stdout, a server inside, SIGTERM and Ctrl-C, cleanup: ok");
+}

@@ -59,10 +59,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub ipv4: Option<String>,
     /// Serve DIR as a vde_switch-compatible switch (`DIR/ctl`): VDE clients (`vde_plug
-    /// vde://DIR`, `vdens vde://DIR`, QEMU) are its ports; frames between them and the NIC
-    /// go over AF_XDP.
+    /// vde://DIR`, `vdens vde://DIR`, QEMU, `ioth run`) are its ports; frames between them
+    /// and the NIC go over AF_XDP. Without DIR: /run/ioth/vde/IF (`ioth run --iface IF`).
     #[arg(long, value_name = "DIR")]
-    pub vde: Option<std::path::PathBuf>,
+    pub vde: Option<Option<std::path::PathBuf>>,
     /// Permissions of the switch directory and its control socket, octal (`vde_switch -m`).
     #[arg(long, default_value = "700", value_parser = parse_mode)]
     pub vde_mode: u32,

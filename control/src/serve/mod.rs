@@ -137,6 +137,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .collect();
     let switch = match &args.vde {
         Some(dir) => {
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| switch::default_dir(&args.iface));
             let opts = SwitchOptions {
                 dir: dir.clone(),
                 mode: args.vde_mode,

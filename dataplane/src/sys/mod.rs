@@ -11,6 +11,7 @@ pub mod ethtool;
 pub mod mount;
 pub mod netlink;
 pub mod packet;
+pub mod tap;
 
 use std::{io, os::fd::RawFd};
 

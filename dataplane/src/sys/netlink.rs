@@ -18,7 +18,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    address::{AddressAttribute, AddressMessage},
+    address::{AddressAttribute, AddressHeaderFlags, AddressMessage},
     link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp, XdpAttached},
     neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState},
     route::{
@@ -299,9 +299,13 @@ impl Rtnetlink {
         m
     }
 
-    /// Adds `addr/prefix` to link `index` (an error if it is there already).
+    /// Adds `addr/prefix` to link `index` (an error if it is there already). An IPv6
+    /// address skips duplicate address detection (usable at once, as `ip addr add … nodad`).
     pub fn add_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
-        let m = Self::address_message(index, addr, prefix);
+        let mut m = Self::address_message(index, addr, prefix);
+        if addr.is_ipv6() {
+            m.header.flags = AddressHeaderFlags::Nodad;
+        }
         self.request(
             "add address",
             RouteNetlinkMessage::NewAddress(m),

@@ -315,6 +315,83 @@ impl VdeListener {
     }
 }
 
+/// The client side of the protocol: a port of the switch at `dir` (what `vde_plug
+/// vde://DIR` opens). Dropping it closes the port.
+#[derive(Debug)]
+pub struct VdeClient {
+    _ctl: UnixStream,
+    data: UnixDatagram,
+    path: PathBuf,
+}
+
+impl VdeClient {
+    /// Connects to the switch serving `dir`, describing itself as `description`.
+    pub fn connect(dir: &Path, description: &str) -> io::Result<Self> {
+        let ctl = UnixStream::connect(dir.join("ctl"))?;
+        let data = UnixDatagram::unbound()?;
+        // Our data socket lives in the switch's directory, as vdeplug4's does.
+        let path = dir.join(format!(".{}-{}", std::process::id(), data.as_raw_fd()));
+        let _ = fs::remove_file(&path);
+        bind_unix_datagram(&data, &path).map_err(io::Error::from)?;
+        let result = (|| {
+            let sa = sockaddr_un(&path).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the data socket path is too long",
+                )
+            })?;
+            let mut req = Vec::with_capacity(REQUEST_FIXED + description.len());
+            req.extend_from_slice(&MAGIC.to_ne_bytes());
+            req.extend_from_slice(&VERSION.to_ne_bytes());
+            req.extend_from_slice(&0u32.to_ne_bytes());
+            req.extend_from_slice(&sa);
+            req.extend_from_slice(description.as_bytes());
+            use std::io::{Read as _, Write as _};
+            (&ctl).write_all(&req)?;
+            let mut reply = [0u8; SOCKADDR_UN_LEN];
+            (&ctl).read_exact(&mut reply)?;
+            let p = &reply[2..];
+            let p = &p[..p.iter().position(|b| *b == 0).unwrap_or(p.len())];
+            data.connect(std::ffi::OsStr::from_bytes(p))?;
+            data.set_nonblocking(true)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(Self {
+            _ctl: ctl,
+            data,
+            path,
+        })
+    }
+
+    /// The data socket's fd.
+    pub fn fd(&self) -> RawFd {
+        self.data.as_raw_fd()
+    }
+
+    /// The next frame from the switch, if one is waiting.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self.data.recv(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a frame to the switch; `false` if it was dropped.
+    pub fn send(&self, frame: &[u8]) -> bool {
+        self.data.send(frame).is_ok()
+    }
+}
+
+impl Drop for VdeClient {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 impl Drop for VdeListener {
     fn drop(&mut self) {
         let _ = fs::remove_file(self.dir.join("ctl"));
