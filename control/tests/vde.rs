@@ -133,6 +133,34 @@ fn vde_clients_reach_the_nic_and_each_other_through_ioth() {
     // The taps reach each other (switched inside ioth).
     ping(&a, "10.99.0.51");
     ping(&b, "fd00:99::50");
+    // A tap and a thread stack of the same ioth reach each other without the NIC (the
+    // frames are switched inside ioth: a veth does not bring back what was sent out).
+    ping(&a, "10.99.0.11");
+    ping(&b, "fd00:99::11");
+    let (ok, out) = peer_ok(
+        &a,
+        "sh",
+        &[
+            "-c",
+            "echo to-the-thread | timeout 10 socat -t 2 - TCP:10.99.0.11:7,connect-timeout=5",
+        ],
+    );
+    assert!(
+        ok && out.contains("to-the-thread"),
+        "TCP from a tap to a thread: {out}"
+    );
+    let (ok, out) = peer_ok(
+        &b,
+        "sh",
+        &[
+            "-c",
+            "echo udp-to-the-thread | timeout 10 socat -t 2 - UDP:10.99.0.11:7",
+        ],
+    );
+    assert!(
+        ok && out.contains("udp-to-the-thread"),
+        "UDP from a tap to a thread: {out}"
+    );
     // TCP and UDP from the NIC's peer to a tap: socat echo servers behind the port.
     let _tcp = bg(&a, "socat", &["TCP-LISTEN:7007,fork,reuseaddr", "EXEC:cat"]);
     let _udp = bg(&a, "socat", &["UDP-RECVFROM:7008,fork", "EXEC:cat"]);

@@ -41,7 +41,11 @@ pub trait PollFds {
 
 impl PollFds for crate::link::XskDevice {
     fn poll_fds(&self) -> Vec<RawFd> {
-        self.rx_parts().iter().map(|r| r.fd()).collect()
+        self.rx_parts()
+            .iter()
+            .map(|r| r.fd())
+            .chain(self.local_fd())
+            .collect()
     }
 }
 

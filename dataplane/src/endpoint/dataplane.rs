@@ -17,7 +17,7 @@ use crate::{
         AttachMode, Classifier, ClassifierError, ClassifierView, EndpointAddrs, LoadOptions,
         ModeRequest, pin,
     },
-    link::XskDevice,
+    link::{XskDevice, local::LocalLan},
     stack::{Stack, StackConfig, StackError},
     sys::{self, QueuesError, netlink::Rtnetlink},
     wire::Mac,
@@ -42,6 +42,9 @@ pub enum DataplaneError {
     /// The interface's queues could not be read.
     #[error(transparent)]
     Queues(#[from] QueuesError),
+    /// The local segment could not be joined.
+    #[error("joining the local segment: {0}")]
+    Local(String),
     /// The pinned attachment could not be read.
     #[error("reading the pinned attachment of {iface}")]
     View {
@@ -71,6 +74,8 @@ pub struct Dataplane {
     queues: Vec<Arc<QueueUmem>>,
     attach_mode: AttachMode,
     pinned: bool,
+    /// Frames between this data plane's endpoints without the NIC.
+    lan: Arc<LocalLan>,
 }
 
 impl fmt::Debug for Dataplane {
@@ -115,6 +120,7 @@ impl Dataplane {
             queues,
             attach_mode,
             pinned,
+            lan: Arc::default(),
         }))
     }
 
@@ -141,6 +147,11 @@ impl Dataplane {
     /// The per-queue UMEMs.
     pub fn queues(&self) -> &[Arc<QueueUmem>] {
         &self.queues
+    }
+
+    /// The local segment of this data plane's endpoints.
+    pub fn lan(&self) -> &Arc<LocalLan> {
+        &self.lan
     }
 
     /// The classifier (for counters and endpoint listings).
@@ -183,6 +194,11 @@ impl Dataplane {
         let mut device = XskDevice::new(sockets, mtu, tx_index)?;
         device.set_tx_publisher(self.classifier().tx_publisher(id)?);
         device.set_capture(crate::capture::register(&self.iface, id.0));
+        let member = self
+            .lan
+            .join_stack(Mac(config.mac))
+            .map_err(|e| DataplaneError::Local(e.to_string()))?;
+        device.set_local(member);
         let stack = Stack::new(device, config, now)?;
         Ok(EndpointStack::new(guard, stack))
     }

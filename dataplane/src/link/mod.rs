@@ -12,6 +12,7 @@
 
 pub mod checksum;
 pub mod device;
+pub mod local;
 pub mod retx;
 pub mod sim;
 pub mod tap;

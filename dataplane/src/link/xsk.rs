@@ -9,6 +9,7 @@ use std::{io, os::fd::RawFd, time::Duration};
 use super::{
     checksum::{L4Checksum, check_l4},
     device::Link,
+    local::{Member, Route},
     retx::RetransmitDetector,
 };
 
@@ -70,6 +71,9 @@ pub struct XskDevice {
     next: usize,
     /// The queue whose next frame is checked (by `peek`) and not yet handed to smoltcp.
     checked: Option<usize>,
+    /// The local segment (frames to and from a switch's ports and other stacks without the
+    /// NIC), and a frame taken from its inbox not yet handed to smoltcp.
+    local: Option<(Member, Option<Vec<u8>>)>,
     fds: Vec<RawFd>,
     mtu: usize,
     watch: Watch,
@@ -188,6 +192,7 @@ impl XskDevice {
             _idle_tx: txs,
             next: 0,
             checked: None,
+            local: None,
             fds,
             mtu,
             watch: Watch::default(),
@@ -199,6 +204,35 @@ impl XskDevice {
         let mut c = self.watch.counters;
         c.tcp_retransmits = self.watch.retx.retransmits();
         c
+    }
+
+    /// Joins the local segment as `member`: frames to other members are handed over in
+    /// memory, frames from them arrive through its inbox (waited on with the sockets).
+    pub fn set_local(&mut self, member: Member) {
+        self.fds.push(member.inbox().fd());
+        self.local = Some((member, None));
+    }
+
+    /// The local inbox's fd, if the device is on a local segment.
+    pub fn local_fd(&self) -> Option<RawFd> {
+        self.local.as_ref().map(|(m, _)| m.inbox().fd())
+    }
+
+    /// Whether a frame from the local segment waits (taking it from the inbox, counted and
+    /// captured once).
+    fn local_ready(&mut self) -> bool {
+        let Some((member, pending)) = &mut self.local else {
+            return false;
+        };
+        if pending.is_none()
+            && !member.inbox().is_empty()
+            && let Some(f) = member.inbox().pop()
+        {
+            self.watch.capture(Direction::Rx, &f);
+            self.watch.counters.rx_frames += 1;
+            *pending = Some(f);
+        }
+        pending.is_some()
     }
 
     /// Lets `ioth capture` see this device's frames (one relaxed load per frame otherwise).
@@ -285,11 +319,14 @@ impl XskDevice {
     }
 }
 
-/// A received frame, lent to smoltcp in place (returned when the token is consumed or
-/// dropped).
+/// A received frame: a UMEM frame lent to smoltcp in place (returned when the token is
+/// consumed or dropped), or one handed over on the local segment.
 #[derive(Debug)]
-pub struct XskRxToken<'a> {
-    frame: RxFrame<'a>,
+pub enum XskRxToken<'a> {
+    /// From the NIC.
+    Umem(RxFrame<'a>),
+    /// From another member of the local segment.
+    Local(Vec<u8>),
 }
 
 impl phy::RxToken for XskRxToken<'_> {
@@ -297,7 +334,10 @@ impl phy::RxToken for XskRxToken<'_> {
     where
         F: FnOnce(&[u8]) -> R,
     {
-        f(self.frame.bytes())
+        match self {
+            XskRxToken::Umem(frame) => f(frame.bytes()),
+            XskRxToken::Local(frame) => f(&frame),
+        }
     }
 }
 
@@ -306,6 +346,7 @@ impl phy::RxToken for XskRxToken<'_> {
 pub struct XskTxToken<'a> {
     tx: &'a mut TxPart,
     watch: &'a mut Watch,
+    local: Option<&'a Member>,
 }
 
 impl phy::TxToken for XskTxToken<'_> {
@@ -319,7 +360,11 @@ impl phy::TxToken for XskTxToken<'_> {
             Some(mut slot) => {
                 let r = f(slot.bytes_mut());
                 self.watch.sent(slot.bytes_mut());
-                slot.send();
+                match self.local.map(|m| m.route(slot.bytes_mut())) {
+                    // Handed to another member: the slot goes back unsent.
+                    Some(Route::Local) => drop(slot),
+                    Some(Route::Wire | Route::Both) | None => slot.send(),
+                }
                 r
             }
             None => self.watch.drop_reply(len, f),
@@ -337,14 +382,19 @@ impl phy::Device for XskDevice {
         // very frames a tx frame has to come from — a circular wait that stalled a 2-queue
         // veth for good. A reply written while no frame is free is dropped and counted
         // (`tx_dropped`), as a NIC drops on a full tx ring; smoltcp retries what matters.
-        let i = self.next_valid()?;
-        self.checked = None;
-        let frame = self.rx[i].next_frame()?;
+        let token = if self.local_ready() {
+            XskRxToken::Local(self.local.as_mut()?.1.take()?)
+        } else {
+            let i = self.next_valid()?;
+            self.checked = None;
+            XskRxToken::Umem(self.rx[i].next_frame()?)
+        };
         Some((
-            XskRxToken { frame },
+            token,
             XskTxToken {
                 tx: &mut self.tx,
                 watch: &mut self.watch,
+                local: self.local.as_ref().map(|(m, _)| m),
             },
         ))
     }
@@ -356,6 +406,7 @@ impl phy::Device for XskDevice {
         Some(XskTxToken {
             tx: &mut self.tx,
             watch: &mut self.watch,
+            local: self.local.as_ref().map(|(m, _)| m),
         })
     }
 
@@ -376,6 +427,9 @@ impl phy::Device for XskDevice {
 
 impl Link for XskDevice {
     fn peek<R>(&mut self, _now: Instant, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        if self.local_ready() {
+            return self.local.as_ref()?.1.as_deref().map(f);
+        }
         let i = self.next_valid()?;
         self.rx[i].peek_mut().map(|frame| f(frame))
     }
@@ -387,7 +441,8 @@ impl Link for XskDevice {
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        if self.checked.is_some() || self.rx.iter_mut().any(|r| r.fetch() > 0) {
+        if self.checked.is_some() || self.local_ready() || self.rx.iter_mut().any(|r| r.fetch() > 0)
+        {
             return Ok(());
         }
         // Counters not yet published cut the sleep short, so other processes see them.

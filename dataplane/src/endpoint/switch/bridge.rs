@@ -23,7 +23,10 @@ use super::{
 use crate::{
     classifier::ClassifierError,
     endpoint::dataplane::{Dataplane, DataplaneError},
-    link::checksum::{L4Checksum, check_l4},
+    link::{
+        checksum::{L4Checksum, check_l4},
+        local::{Member, Route},
+    },
     sys::{packet::GroupTap, wait_readable_any},
     wire::Mac,
     xsk::{RxPart, TxPart},
@@ -84,6 +87,8 @@ pub struct SwitchCounters {
     pub to_uplink: AtomicU64,
     /// Frames delivered to ports.
     pub to_ports: AtomicU64,
+    /// Frames handed to thread stacks of the same data plane.
+    pub to_local: AtomicU64,
     /// Frames dropped: runts, oversize, unlearnable or foreign sources, full queues.
     pub dropped: AtomicU64,
 }
@@ -154,6 +159,8 @@ struct Switch {
     listener: VdeListener,
     core: SwitchCore,
     ports: BTreeMap<PortId, VdePort>,
+    /// The switch on the data plane's local segment: frames to and from thread stacks.
+    local: Member,
     counters: Arc<SwitchCounters>,
     /// Largest frame the NIC side takes.
     uplink_max: usize,
@@ -186,6 +193,10 @@ impl Switch {
             txs.push(t);
         }
         let tx = txs.remove(0);
+        let local = dp
+            .lan()
+            .join_switch()
+            .map_err(io_err("joining the local segment".into()))?;
         // The Ethernet header, one VLAN tag, the link's MTU; never more than a UMEM frame.
         let uplink_max = (raw.mtu as usize + 18).min(2048);
         Ok(Self {
@@ -197,6 +208,7 @@ impl Switch {
             listener,
             core: SwitchCore::new(opts.max_age, opts.max_macs_per_port),
             ports: BTreeMap::new(),
+            local,
             counters,
             uplink_max,
             clock: std::time::Instant::now(),
@@ -216,12 +228,14 @@ impl Switch {
             self.fds.clear();
             self.listener.fds(&mut self.fds);
             self.fds.push(self.tap.fd());
+            self.fds.push(self.local.inbox().fd());
             self.fds.extend(self.rx.iter().map(|r| r.fd()));
             for p in self.ports.values() {
                 self.fds.push(p.data_fd());
                 self.fds.push(p.ctl_fd());
             }
             if !self.rx.iter_mut().any(|r| r.fetch() > 0)
+                && self.local.inbox().is_empty()
                 && let Err(e) = wait_readable_any(&self.fds, 200)
             {
                 report(format!("vde: wait: {e}"));
@@ -243,12 +257,14 @@ impl Switch {
                 expired_at = now;
                 for mac in self.core.expire(now) {
                     let _ = self.raw.release(mac);
+                    self.local.release(mac);
                 }
             }
         }
         for (id, _) in std::mem::take(&mut self.ports) {
             for mac in self.core.forget_port(id) {
                 let _ = self.raw.release(mac);
+                self.local.release(mac);
             }
         }
     }
@@ -296,6 +312,7 @@ impl Switch {
             self.ports.remove(&id);
             for mac in self.core.forget_port(id) {
                 let _ = self.raw.release(mac);
+                self.local.release(mac);
             }
             report(format!("vde: port {id} closed"));
         }
@@ -337,6 +354,7 @@ impl Switch {
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
+                self.local.claim(s);
             }
             Learned::Refreshed | Learned::Moved { .. } => {}
             Learned::Refused => {
@@ -346,6 +364,20 @@ impl Switch {
         }
         let mut outs = std::mem::take(&mut self.outs);
         self.core.forward(id, &self.buf[..n], &mut outs);
+        if outs.contains(&Out::Uplink) {
+            // Not behind a port: perhaps a thread stack of this data plane.
+            match self.local.route(&self.buf[..n]) {
+                Route::Local => {
+                    self.counters.to_local.fetch_add(1, Ordering::Relaxed);
+                    outs.clear();
+                }
+                Route::Both => {
+                    self.local.lan().flood_stacks(&self.buf[..n]);
+                    self.counters.to_local.fetch_add(1, Ordering::Relaxed);
+                }
+                Route::Wire => {}
+            }
+        }
         for out in &outs {
             match *out {
                 Out::Port(p) => self.send_port(p, n),
@@ -408,6 +440,15 @@ impl Switch {
                 drop(frame);
                 self.switch_from_uplink(n);
             }
+        }
+        // Frames thread stacks of this data plane sent to the ports' MACs (or broadcast).
+        for _ in 0..BUDGET {
+            let Some(f) = self.local.inbox().pop() else {
+                break;
+            };
+            let n = f.len().min(self.buf.len());
+            self.buf[..n].copy_from_slice(&f[..n]);
+            self.switch_from_uplink(n);
         }
         // Broadcast and multicast, copied while the kernel keeps the originals.
         for _ in 0..BUDGET {
