@@ -417,3 +417,109 @@ fn ioth_run_gives_an_unmodified_program_its_own_address_and_its_exit_status() {
     assert!(status.success(), "{lines:?}");
     println!("ioth run: exit status, stdout, a server inside, SIGTERM and Ctrl-C, cleanup: ok");
 }
+
+/// Host 2: Linux's own VXLAN device in the peer namespace, `vx0` at 10.200.0.2/24 — unicast
+/// to ioth's host address, or a multicast group.
+fn host2_vxlan(pair: &VethPair, group: bool) {
+    let ip = |args: &[&str]| pair.peer.ip(args).expect("ip");
+    let mut add = vec![
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "dstport",
+        "4789",
+        "local",
+        "10.99.0.2",
+    ];
+    if group {
+        add.extend(["group", "239.1.1.1", "dev", pair.peer_if.as_str()]);
+    } else {
+        add.extend(["remote", "10.99.0.1", "dev", pair.peer_if.as_str()]);
+    }
+    ip(&add);
+    if group {
+        ip(&["route", "add", "224.0.0.0/4", "dev", &pair.peer_if]);
+    }
+    ip(&["addr", "add", "10.200.0.2/24", "dev", "vx0"]);
+    ip(&["addr", "add", "fd00:200::2/64", "dev", "vx0", "nodad"]);
+    ip(&["link", "set", "vx0", "up"]);
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn a_kernel_vxlan_on_host_2_reaches_a_thread_and_a_vde_port_on_host_1() {
+    for group in [false, true] {
+        let pair = VethPair::new(if group { "vxg" } else { "vxu" }, 1).expect("veth pair");
+        host2_vxlan(&pair, group);
+        let dir = TempDir::new(if group { "vxg" } else { "vxu" });
+        let sw = dir.0.to_string_lossy().into_owned();
+        let spec = if group {
+            format!("239.1.1.1,vni=42,dev={}", pair.host_if)
+        } else {
+            "10.99.0.2,vni=42".to_owned()
+        };
+        // The thread's addresses are on the VXLAN segment, not the NIC's LAN.
+        let mut c = pair.host.command(env!("CARGO_BIN_EXE_ioth"));
+        c.args(["serve", "--iface", &pair.host_if, "--threads", "1"])
+            .args(["--ipv4", "10.200.0.11/24", "--ipv6", "fd00:200::11/64"])
+            .args(["--vde", &sw, "--vxlan", &spec])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut server = c.spawn().expect("ioth serve");
+        let out = server.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            use std::io::BufRead as _;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let l = lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("ioth serve did not become ready");
+            if l.starts_with("ready threads=") {
+                break;
+            }
+        }
+        let _server = Bg(server);
+        let (port, _plug) = plugged(
+            if group { "vxg-c" } else { "vxu-c" },
+            &dir.url(""),
+            "vde0",
+            "10.200.0.50/24",
+            "fd00:200::50/64",
+        );
+        // Host 2 reaches the thread stack and the VDE port through its vxlan device, over
+        // IPv4 and IPv6, and the port reaches host 2.
+        for dst in ["10.200.0.11", "fd00:200::11", "10.200.0.50", "fd00:200::50"] {
+            ping(&pair.peer, dst);
+        }
+        ping(&port, "10.200.0.2");
+        ping(&port, "fd00:200::2");
+        // The kernel learned ioth's side behind 10.99.0.1 (unicast after the first frames).
+        let fdb = String::from_utf8_lossy(
+            &pair
+                .peer
+                .exec("bridge", &["fdb", "show", "dev", "vx0"])
+                .expect("fdb")
+                .stdout,
+        )
+        .into_owned();
+        assert!(
+            fdb.contains("dst 10.99.0.1"),
+            "host 2 learned nothing behind ioth: {fdb}"
+        );
+        println!(
+            "vxlan ({}): host 2 <-> thread and port ok; host 2's fdb:\n{fdb}",
+            if group { "group" } else { "unicast" }
+        );
+    }
+}

@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// and the NIC go over AF_XDP. Without DIR: /run/ioth/vde/IF (`ioth run --iface IF`).
     #[arg(long, value_name = "DIR")]
     pub vde: Option<Option<std::path::PathBuf>>,
+    /// Connect the switch to other hosts over VXLAN (repeatable):
+    /// `REMOTE|GROUP[,vni=N][,port=P][,dev=IF]`; interoperates with Linux's vxlan device.
+    #[arg(long, value_name = "SPEC")]
+    pub vxlan: Vec<ioth_dataplane::endpoint::switch::vxlan::VxlanSpec>,
     /// Permissions of the switch directory and its control socket, octal (`vde_switch -m`).
     #[arg(long, default_value = "700", value_parser = parse_mode)]
     pub vde_mode: u32,

@@ -50,8 +50,8 @@ use worker::{WorkerArgs, worker};
 
 /// Runs `ioth serve` until SIGINT/SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<()> {
-    if args.threads == 0 && args.vde.is_none() {
-        bail!("--threads must be at least 1 (or serve a switch with --vde)");
+    if args.threads == 0 && args.vde.is_none() && args.vxlan.is_empty() {
+        bail!("--threads must be at least 1 (or serve a switch with --vde or --vxlan)");
     }
     let configs = stack_configs(args)?;
     let mut apps: Vec<App> = args.app.clone();
@@ -135,13 +135,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .iter()
         .map(|(a, p)| format!("{}:{p}", format!("{a:?}").to_lowercase()))
         .collect();
-    let switch = match &args.vde {
-        Some(dir) => {
-            let dir = dir
-                .clone()
-                .unwrap_or_else(|| switch::default_dir(&args.iface));
+    let switch = match (&args.vde, args.vxlan.is_empty()) {
+        (None, true) => None,
+        (vde, _) => {
+            let dir = vde.as_ref().map(|d| {
+                d.clone()
+                    .unwrap_or_else(|| switch::default_dir(&args.iface))
+            });
             let opts = SwitchOptions {
                 dir: dir.clone(),
+                vxlan: args.vxlan.clone(),
                 mode: args.vde_mode,
                 mac: Mac(addrs::thread_mac(&args.iface, u16::MAX)),
                 max_macs_per_port: args.vde_macs_per_port,
@@ -149,11 +152,20 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 thread: u32::from(u16::MAX),
             };
             let sw = switch::spawn(&dp, opts, Arc::clone(&stop), |line| say!("{line}"))
-                .with_context(|| format!("serving {} as a VDE switch", dir.display()))?;
-            say!("vde switch {} ready", dir.display());
+                .context("starting the switch")?;
+            if let Some(d) = &dir {
+                say!("vde switch {} ready", d.display());
+            }
+            for v in &args.vxlan {
+                say!(
+                    "vxlan port to {} vni {} port {} ready",
+                    v.remote,
+                    v.vni,
+                    v.port
+                );
+            }
             Some(sw)
         }
-        None => None,
     };
     let thread_stats: Vec<Arc<ThreadStats>> = workers.iter().map(|(_, s)| Arc::clone(s)).collect();
     let _metrics = match &args.metrics {

@@ -18,7 +18,9 @@ use smoltcp::time::{Duration, Instant};
 
 use super::{
     core::{Learned, MIN_FRAME, Out, PortId, SwitchCore, src},
-    vde::{VdeListener, VdePort},
+    port::Port,
+    vde::VdeListener,
+    vxlan::{VxlanPort, VxlanSpec},
 };
 use crate::{
     classifier::ClassifierError,
@@ -40,8 +42,10 @@ const BUDGET: usize = 64;
 /// How the switch is set up.
 #[derive(Clone, Debug)]
 pub struct SwitchOptions {
-    /// The directory served (`DIR/ctl`).
-    pub dir: PathBuf,
+    /// The directory served as a VDE switch (`DIR/ctl`), if any.
+    pub dir: Option<PathBuf>,
+    /// VXLAN tunnels to other hosts, each a port.
+    pub vxlan: Vec<VxlanSpec>,
     /// Permissions of the directory and the control socket (`vde_switch -m`).
     pub mode: u32,
     /// The switch's own MAC (its endpoint's address in the classifier).
@@ -156,9 +160,9 @@ struct Switch {
     tx: TxPart,
     _idle_tx: Vec<TxPart>,
     tap: GroupTap,
-    listener: VdeListener,
+    listener: Option<VdeListener>,
     core: SwitchCore,
-    ports: BTreeMap<PortId, VdePort>,
+    ports: BTreeMap<PortId, Port>,
     /// The switch on the data plane's local segment: frames to and from thread stacks.
     local: Member,
     counters: Arc<SwitchCounters>,
@@ -182,8 +186,35 @@ impl Switch {
         let io_err = |what: String| move |source| SwitchError::Io { what, source };
         let tap = GroupTap::open(raw.ifindex)
             .map_err(io_err(format!("a broadcast tap on {}", dp.iface())))?;
-        let listener = VdeListener::bind(&opts.dir, opts.mode)
-            .map_err(io_err(format!("serving {}", opts.dir.display())))?;
+        let listener = match &opts.dir {
+            Some(dir) => Some(
+                VdeListener::bind(dir, opts.mode)
+                    .map_err(io_err(format!("serving {}", dir.display())))?,
+            ),
+            None => None,
+        };
+        let mut ports = BTreeMap::new();
+        for (i, spec) in opts.vxlan.iter().enumerate() {
+            let group_ifindex = match &spec.dev {
+                Some(dev) => Some(
+                    crate::sys::netlink::Rtnetlink::open()
+                        .and_then(|mut nl| nl.link(dev))
+                        .map_err(|e| SwitchError::Io {
+                            what: format!("looking up {dev}"),
+                            source: io::Error::other(e),
+                        })?
+                        .ok_or_else(|| SwitchError::Io {
+                            what: format!("the VXLAN device {dev}"),
+                            source: io::Error::from(io::ErrorKind::NotFound),
+                        })?
+                        .index,
+                ),
+                None => None,
+            };
+            let port = VxlanPort::open(spec, group_ifindex)
+                .map_err(io_err(format!("the VXLAN port to {}", spec.remote)))?;
+            ports.insert(i as PortId + 1, Port::Vxlan(port));
+        }
         let mut raw = raw;
         let mut rx = Vec::new();
         let mut txs = Vec::new();
@@ -207,7 +238,7 @@ impl Switch {
             tap,
             listener,
             core: SwitchCore::new(opts.max_age, opts.max_macs_per_port),
-            ports: BTreeMap::new(),
+            ports,
             local,
             counters,
             uplink_max,
@@ -226,13 +257,14 @@ impl Switch {
         let mut expired_at = self.now();
         while !stop.load(Ordering::Relaxed) {
             self.fds.clear();
-            self.listener.fds(&mut self.fds);
+            if let Some(l) = &self.listener {
+                l.fds(&mut self.fds);
+            }
             self.fds.push(self.tap.fd());
             self.fds.push(self.local.inbox().fd());
             self.fds.extend(self.rx.iter().map(|r| r.fd()));
             for p in self.ports.values() {
-                self.fds.push(p.data_fd());
-                self.fds.push(p.ctl_fd());
+                p.fds(&mut self.fds);
             }
             if !self.rx.iter_mut().any(|r| r.fetch() > 0)
                 && self.local.inbox().is_empty()
@@ -259,6 +291,9 @@ impl Switch {
                     let _ = self.raw.release(mac);
                     self.local.release(mac);
                 }
+                for p in self.ports.values_mut() {
+                    p.expire();
+                }
             }
         }
         for (id, _) in std::mem::take(&mut self.ports) {
@@ -272,7 +307,10 @@ impl Switch {
     fn accept(&mut self, report: &dyn Fn(String)) {
         let mut refused = Vec::new();
         let ports = &self.ports;
-        let new = self.listener.poll(
+        let Some(listener) = &mut self.listener else {
+            return;
+        };
+        let new = listener.poll(
             |asked| {
                 if let Some(p) = asked
                     && p > 0
@@ -294,7 +332,7 @@ impl Switch {
                 p.description,
                 p.pid.map_or("-".to_owned(), |x| x.to_string())
             ));
-            self.ports.insert(p.id, p);
+            self.ports.insert(p.id, Port::Vde(p));
         }
         self.counters
             .ports
@@ -325,7 +363,7 @@ impl Switch {
         let ids: Vec<PortId> = self.ports.keys().copied().collect();
         for id in ids {
             for _ in 0..BUDGET {
-                let n = match self.ports.get(&id).map(|p| p.recv(&mut self.buf)) {
+                let n = match self.ports.get_mut(&id).map(|p| p.recv(&mut self.buf)) {
                     Some(Ok(Some(n))) => n,
                     _ => break,
                 };

@@ -10,7 +10,9 @@
 
 pub mod bridge;
 pub mod core;
+pub mod port;
 pub mod vde;
+pub mod vxlan;
 
 pub use bridge::{SwitchCounters, SwitchError, SwitchHandle, SwitchOptions, spawn};
 

@@ -1,0 +1,241 @@
+//! A VXLAN port (RFC 7348): the switch's frames to and from other hosts, each in a UDP
+//! datagram behind an 8-byte header (flags `0x08`: the VNI is valid; a 24-bit VNI).
+//! Interoperates with Linux's `vxlan` device: unicast remotes, a multicast group for
+//! broadcast and unknown destinations, and learning — an inner source MAC is remembered
+//! behind the sender's IP, and frames to it go there (to the VXLAN port), the rest to the
+//! configured remote or group.
+//!
+//! The UDP socket is an ordinary kernel socket of the host: the encapsulated datagrams are
+//! the host's own traffic (the classifier passes them to the kernel).
+
+use std::{
+    collections::HashMap,
+    io::{self, IoSlice},
+    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
+    os::fd::{AsRawFd as _, RawFd},
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+
+use crate::wire::Mac;
+
+/// The IANA VXLAN port.
+pub const VXLAN_PORT: u16 = 4789;
+/// The header's length.
+pub const HEADER: usize = 8;
+/// A learned remote unseen this long is forgotten (the kernel's default ageing).
+const REMOTE_AGE: Duration = Duration::from_secs(300);
+/// Most remotes learned.
+const MAX_REMOTES: usize = 4096;
+
+/// A VXLAN port as given on the command line: `REMOTE|GROUP[,vni=N][,port=P][,dev=IF]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanSpec {
+    /// The remote VTEP, or the multicast group.
+    pub remote: IpAddr,
+    /// The VXLAN network identifier (24 bits).
+    pub vni: u32,
+    /// The UDP port (both ends).
+    pub port: u16,
+    /// The interface multicast goes through (a group needs one).
+    pub dev: Option<String>,
+}
+
+impl FromStr for VxlanSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(',');
+        let remote: IpAddr = parts
+            .next()
+            .unwrap_or("")
+            .parse()
+            .map_err(|_| format!("{s:?}: expected REMOTE|GROUP[,vni=N][,port=P][,dev=IF]"))?;
+        let mut spec = VxlanSpec {
+            remote,
+            vni: 1,
+            port: VXLAN_PORT,
+            dev: None,
+        };
+        for p in parts {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| format!("{s:?}: {p:?} is not KEY=VALUE"))?;
+            match k {
+                "vni" => {
+                    spec.vni = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n < 1 << 24)
+                        .ok_or_else(|| format!("{s:?}: vni must be 0..16777215"))?;
+                }
+                "port" => spec.port = v.parse().map_err(|_| format!("{s:?}: bad port {v:?}"))?,
+                "dev" => spec.dev = Some(v.to_owned()),
+                _ => return Err(format!("{s:?}: unknown option {k:?} (vni, port, dev)")),
+            }
+        }
+        if !remote.is_ipv4() {
+            return Err(format!("{s:?}: only IPv4 remotes are served"));
+        }
+        if remote.is_multicast() && spec.dev.is_none() {
+            return Err(format!("{s:?}: a multicast group needs dev=IF"));
+        }
+        Ok(spec)
+    }
+}
+
+/// The 8-byte header for `vni`.
+pub fn header(vni: u32) -> [u8; HEADER] {
+    let v = vni.to_be_bytes();
+    [0x08, 0, 0, 0, v[1], v[2], v[3], 0]
+}
+
+/// The VNI of a header, if its I flag is set.
+pub fn parse_header(h: &[u8]) -> Option<u32> {
+    let h = h.get(..HEADER)?;
+    (h[0] & 0x08 != 0).then(|| u32::from_be_bytes([0, h[4], h[5], h[6]]))
+}
+
+/// An open VXLAN port.
+#[derive(Debug)]
+pub struct VxlanPort {
+    /// Sends (header and frame gathered, no copy).
+    socket: Socket,
+    /// The same socket, to receive with the sender's address into a plain buffer.
+    receiver: UdpSocket,
+    spec: VxlanSpec,
+    default_dst: SockAddr,
+    remotes: HashMap<Mac, (IpAddr, Instant)>,
+    header: [u8; HEADER],
+}
+
+impl VxlanPort {
+    /// Binds the UDP port (and joins the group on `group_ifindex` for a multicast remote).
+    pub fn open(spec: &VxlanSpec, group_ifindex: Option<u32>) -> io::Result<Self> {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), spec.port).into())?;
+        socket.set_nonblocking(true)?;
+        if let IpAddr::V4(group) = spec.remote
+            && group.is_multicast()
+        {
+            let idx = group_ifindex.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a multicast group needs an interface",
+                )
+            })?;
+            socket.join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(idx))?;
+            // Multicast leaves through the group's interface (and only its traffic arrives).
+            socket.bind_device_by_index_v4(std::num::NonZeroU32::new(idx))?;
+            socket.set_multicast_ttl_v4(1)?;
+            socket.set_multicast_loop_v4(false)?;
+        }
+        let receiver: UdpSocket = socket.try_clone()?.into();
+        Ok(Self {
+            socket,
+            receiver,
+            default_dst: SocketAddr::new(spec.remote, spec.port).into(),
+            spec: spec.clone(),
+            remotes: HashMap::new(),
+            header: header(spec.vni),
+        })
+    }
+
+    /// The socket's fd.
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// What it is, for reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "vxlan {} vni {} port {}",
+            self.spec.remote, self.spec.vni, self.spec.port
+        )
+    }
+
+    /// The next inner frame (into `buf`), learning its source behind the sender. Datagrams
+    /// of another VNI, without the I flag or too short are skipped.
+    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            let (n, from) = match self.receiver.recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if n < HEADER + 14 || parse_header(&buf[..n]) != Some(self.spec.vni) {
+                continue;
+            }
+            buf.copy_within(HEADER..n, 0);
+            let len = n - HEADER;
+            let ip = from.ip();
+            if buf[6] & 1 == 0
+                && (self.remotes.len() < MAX_REMOTES
+                    || self
+                        .remotes
+                        .contains_key(&Mac(buf[6..12].try_into().unwrap_or_default())))
+            {
+                let src = Mac(buf[6..12].try_into().unwrap_or_default());
+                self.remotes.insert(src, (ip, Instant::now()));
+            }
+            return Ok(Some(len));
+        }
+    }
+
+    /// Sends `frame` to the remote its destination was learned behind, else to the
+    /// configured remote or group; `false` if the kernel refused it.
+    pub fn send(&self, frame: &[u8]) -> bool {
+        let learned = frame
+            .get(0..6)
+            .and_then(|d| self.remotes.get(&Mac(d.try_into().unwrap_or_default())))
+            .filter(|(_, seen)| seen.elapsed() < REMOTE_AGE)
+            .map(|(ip, _)| SockAddr::from(SocketAddr::new(*ip, self.spec.port)));
+        let dst = learned.as_ref().unwrap_or(&self.default_dst);
+        self.socket
+            .send_to_vectored(&[IoSlice::new(&self.header), IoSlice::new(frame)], dst)
+            .is_ok()
+    }
+
+    /// Forgets remotes unseen for the ageing time.
+    pub fn expire(&mut self) {
+        self.remotes
+            .retain(|_, (_, seen)| seen.elapsed() < REMOTE_AGE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_bad_ones_are_refused() {
+        let s: VxlanSpec = "10.99.0.2,vni=42".parse().unwrap();
+        assert_eq!(
+            (s.remote, s.vni, s.port, s.dev),
+            ("10.99.0.2".parse().unwrap(), 42, 4789, None)
+        );
+        let g: VxlanSpec = "239.1.1.1,vni=7,port=8472,dev=veth0".parse().unwrap();
+        assert_eq!((g.port, g.dev.as_deref()), (8472, Some("veth0")));
+        for bad in [
+            "",
+            "x",
+            "239.1.1.1",
+            "10.0.0.1,vni=16777216",
+            "10.0.0.1,color=red",
+            "10.0.0.1,vni",
+            "fd00::1",
+        ] {
+            assert!(bad.parse::<VxlanSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        assert_eq!(header(42), [0x08, 0, 0, 0, 0, 0, 42, 0]);
+        assert_eq!(parse_header(&header(0x00ab_cdef)), Some(0x00ab_cdef));
+        assert_eq!(parse_header(&[0; 8]), None, "I flag missing");
+        assert_eq!(parse_header(&[0x08; 7]), None, "short");
+    }
+}
