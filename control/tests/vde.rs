@@ -523,3 +523,146 @@ fn a_kernel_vxlan_on_host_2_reaches_a_thread_and_a_vde_port_on_host_1() {
         );
     }
 }
+
+/// A frame from `src` to `dst` with `len` bytes in all.
+fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[0x88, 0xb5]); // local experimental ethertype
+    f
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn hostile_vde_clients_harm_nobody_and_leak_nothing() {
+    use ioth_dataplane::endpoint::switch::vde::VdeClient;
+    use std::os::unix::net::UnixStream;
+
+    let pair = VethPair::new("vdeh", 1).expect("veth pair");
+    let dir = TempDir::new("hostile");
+    let sw = dir.0.to_string_lossy().into_owned();
+    let server = Server::start(&pair, 1, "echo", &["--vde", &sw, "--port-pps", "500"]);
+    let thread_mac: [u8; 6] = server.ready[0]
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("mac="))
+        .and_then(|m| m.parse::<ioth_dataplane::wire::Mac>().ok())
+        .expect("thread MAC")
+        .0;
+    let (good, _plug) = plugged(
+        "vdeh-a",
+        &dir.url(""),
+        "vde0",
+        "10.99.0.50/24",
+        "fd00:99::50/64",
+    );
+    ping(&pair.peer, "10.99.0.50");
+
+    // Handshakes cut short and control connections that never write: the switch keeps
+    // serving (at most 64 wait; more are refused).
+    let ctl = dir.0.join("ctl");
+    let mut idle: Vec<UnixStream> = (0..80)
+        .filter_map(|_| UnixStream::connect(&ctl).ok())
+        .collect();
+    {
+        use std::io::Write as _;
+        let mut cut = UnixStream::connect(&ctl).expect("ctl");
+        cut.write_all(&0xfeed_faceu32.to_ne_bytes())
+            .expect("a quarter request");
+        idle.push(cut);
+        let mut bad = UnixStream::connect(&ctl).expect("ctl");
+        bad.write_all(&[0x55; 200]).expect("garbage request");
+    }
+    ping(&pair.peer, "10.99.0.50");
+
+    // Garbage, runts, oversize datagrams and a spoofed MAC (the thread's): dropped.
+    let evil = VdeClient::connect(&dir.0, "hostile").expect("hostile client");
+    let evil_mac = [0x02, 0x66, 0, 0, 0, 1];
+    for f in [
+        vec![0u8; 3],
+        vec![0xffu8; 13],
+        frame([0xff; 6], evil_mac, 10_000),
+        frame([0xff; 6], thread_mac, 60),
+        frame([0xff; 6], [0x01, 0, 0, 0, 0, 1], 60),
+        frame([0xff; 6], [0; 6], 60),
+    ] {
+        evil.send(&f);
+    }
+    // From its own MAC but a thread's IP address, or the host's: ARP and IPv4 spoofing.
+    let spoof_arp = |spa: [u8; 4]| {
+        let mut f = frame([0xff; 6], evil_mac, 60);
+        f[12..14].copy_from_slice(&[0x08, 0x06]);
+        f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+        f[22..28].copy_from_slice(&evil_mac);
+        f[28..32].copy_from_slice(&spa);
+        f
+    };
+    for spa in [[10, 99, 0, 11], [10, 99, 0, 1]] {
+        evil.send(&spoof_arp(spa));
+    }
+    // A flood of broadcasts (100,000 frames) while the good tap keeps answering.
+    let flooder = thread::spawn(move || {
+        let f = frame([0xff; 6], evil_mac, 64);
+        for _ in 0..100_000 {
+            evil.send(&f);
+        }
+        evil
+    });
+    ping(&pair.peer, "10.99.0.50");
+    let evil = flooder.join().expect("flood");
+    // A client that never reads: what is sent to it is dropped when its queue is full.
+    let deaf = VdeClient::connect(&dir.0, "never reads").expect("deaf client");
+    for _ in 0..3 {
+        ping(&pair.peer, "10.99.0.50");
+        ping(&good, "10.99.0.11");
+    }
+    // The thread's MAC is still the thread's: the peer reaches it, and the switch does not
+    // own it.
+    ping(&pair.peer, "10.99.0.11");
+    let eps = ioth_json(
+        &pair.host,
+        &["endpoints", "--iface", &pair.host_if, "--json"],
+    );
+    let thread_str = ioth_dataplane::wire::Mac(thread_mac).to_string();
+    let owners: Vec<u64> = eps
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|e| {
+            e["macs"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|x| x == thread_str.as_str()))
+        })
+        .map(|e| e["slot"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(owners.len(), 1, "{thread_str} owned once: {eps}");
+    drop((evil, deaf, idle));
+    let (status, lines) = server.stop();
+    assert!(status.success(), "{lines:?}");
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("stopped vde switch"))
+        .expect("switch summary");
+    let count = |what: &str| -> u64 {
+        summary
+            .split(", ")
+            .find_map(|p| p.strip_prefix(what))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("spoofed ") >= 2,
+        "the two spoofed ARP replies: {summary}"
+    );
+    assert!(
+        count("over rate ") > 0,
+        "a flood over --port-pps 500: {summary}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("stopped: ") && l.ends_with("frames accounted: yes")),
+        "{lines:?}"
+    );
+    println!("hostile clients: {summary}");
+}

@@ -73,6 +73,12 @@ pub struct ServeArgs {
     /// Most MACs learned behind one VDE port.
     #[arg(long, default_value_t = 16)]
     pub vde_macs_per_port: usize,
+    /// Most frames per second a switch port may send (0: no limit); beyond, dropped.
+    #[arg(long, default_value_t = 0)]
+    pub port_pps: u64,
+    /// Most bytes per second a switch port may send (0: no limit); beyond, dropped.
+    #[arg(long, default_value_t = 0)]
+    pub port_bps: u64,
     /// First thread's IPv6 address and prefix, e.g. fd00:99::11/64.
     #[arg(long)]
     pub ipv6: Option<String>,

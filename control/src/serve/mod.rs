@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use ioth_dataplane::{
     Dataplane, DataplaneOptions, LoadOptions,
-    endpoint::switch::{self, SwitchOptions},
+    endpoint::switch::{self, SwitchOptions, core::PortLimits},
     wire::Mac,
 };
 
@@ -150,6 +150,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 max_macs_per_port: args.vde_macs_per_port,
                 max_age: smoltcp::time::Duration::from_secs(300),
                 thread: u32::from(u16::MAX),
+                limits: PortLimits {
+                    packets_per_s: args.port_pps,
+                    bytes_per_s: args.port_bps,
+                },
             };
             let sw = switch::spawn(&dp, opts, Arc::clone(&stop), |line| say!("{line}"))
                 .context("starting the switch")?;
@@ -207,11 +211,14 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if let Some(sw) = switch {
         let c = &sw.counters;
         say!(
-            "stopped vde switch: from ports {}, to ports {}, from the NIC {}, to the NIC {}, dropped {}",
+            "stopped vde switch: from ports {}, to ports {}, to thread stacks {}, from the NIC {}, to the NIC {}, spoofed {}, over rate {}, dropped {}",
             c.from_ports.load(Ordering::Relaxed),
             c.to_ports.load(Ordering::Relaxed),
+            c.to_local.load(Ordering::Relaxed),
             c.from_uplink.load(Ordering::Relaxed),
             c.to_uplink.load(Ordering::Relaxed),
+            c.spoofed.load(Ordering::Relaxed),
+            c.over_rate.load(Ordering::Relaxed),
             c.dropped.load(Ordering::Relaxed)
         );
         sw.join();

@@ -2,8 +2,9 @@
 //! group tap, and moves each frame where [`SwitchCore`] says.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     io,
+    net::IpAddr,
     os::fd::RawFd,
     path::PathBuf,
     sync::{
@@ -17,7 +18,7 @@ use std::{
 use smoltcp::time::{Duration, Instant};
 
 use super::{
-    core::{Learned, MIN_FRAME, Out, PortId, SwitchCore, src},
+    core::{Learned, MIN_FRAME, Out, PortId, PortLimits, PortRate, SwitchCore, src},
     port::Port,
     vde::VdeListener,
     vxlan::{VxlanPort, VxlanSpec},
@@ -29,8 +30,8 @@ use crate::{
         checksum::{L4Checksum, check_l4},
         local::{Member, Route},
     },
-    sys::{packet::GroupTap, wait_readable_any},
-    wire::Mac,
+    sys::{netlink::Rtnetlink, packet::GroupTap, wait_readable_any},
+    wire::{IpParse, Mac, parse_ip},
     xsk::{RxPart, TxPart},
 };
 
@@ -56,6 +57,8 @@ pub struct SwitchOptions {
     pub max_age: Duration,
     /// The owner's index shown by `ioth endpoints`.
     pub thread: u32,
+    /// Rate limits of every port.
+    pub limits: PortLimits,
 }
 
 /// Errors of starting a switch.
@@ -95,6 +98,11 @@ pub struct SwitchCounters {
     pub to_local: AtomicU64,
     /// Frames dropped: runts, oversize, unlearnable or foreign sources, full queues.
     pub dropped: AtomicU64,
+    /// Of those, frames from a port with a source address (IP, or ARP sender) that belongs
+    /// to another endpoint or to the host.
+    pub spoofed: AtomicU64,
+    /// Of those, frames over a port's rate limit.
+    pub over_rate: AtomicU64,
 }
 
 /// A running switch; stops when `stop` is set, then its ports close and its classifier
@@ -165,6 +173,11 @@ struct Switch {
     ports: BTreeMap<PortId, Port>,
     /// The switch on the data plane's local segment: frames to and from thread stacks.
     local: Member,
+    limits: PortLimits,
+    rates: BTreeMap<PortId, PortRate>,
+    /// Addresses no port may send from: the host's and other endpoints' (refreshed).
+    forbidden: HashSet<IpAddr>,
+    iface: String,
     counters: Arc<SwitchCounters>,
     /// Largest frame the NIC side takes.
     uplink_max: usize,
@@ -197,7 +210,7 @@ impl Switch {
         for (i, spec) in opts.vxlan.iter().enumerate() {
             let group_ifindex = match &spec.dev {
                 Some(dev) => Some(
-                    crate::sys::netlink::Rtnetlink::open()
+                    Rtnetlink::open()
                         .and_then(|mut nl| nl.link(dev))
                         .map_err(|e| SwitchError::Io {
                             what: format!("looking up {dev}"),
@@ -240,6 +253,10 @@ impl Switch {
             core: SwitchCore::new(opts.max_age, opts.max_macs_per_port),
             ports,
             local,
+            limits: opts.limits,
+            rates: BTreeMap::new(),
+            forbidden: HashSet::new(),
+            iface: dp.iface().to_owned(),
             counters,
             uplink_max,
             clock: std::time::Instant::now(),
@@ -253,8 +270,49 @@ impl Switch {
         Instant::from_micros(self.clock.elapsed().as_micros() as i64)
     }
 
+    /// Refreshes the addresses no port may send from: the host's, and those of every other
+    /// endpoint in the classifier.
+    fn refresh_forbidden(&mut self) {
+        let mut f = HashSet::new();
+        match Rtnetlink::open().and_then(|mut nl| nl.addresses()) {
+            Ok(addrs) => f.extend(addrs.into_iter().map(|a| a.addr)),
+            Err(e) => log::debug!("vde: host addresses of {}: {e}", self.iface),
+        }
+        {
+            let me = self.raw.endpoint();
+            let c = self
+                .raw
+                .classifier()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (id, a) in c.endpoints() {
+                if id != me {
+                    f.extend(a.ipv4.iter().map(|x| IpAddr::V4(*x)));
+                    f.extend(a.ipv6.iter().map(|x| IpAddr::V6(*x)));
+                }
+            }
+        }
+        self.forbidden = f;
+    }
+
+    /// The source address a frame claims: its IP source, or an ARP packet's sender.
+    fn claimed_source(frame: &[u8]) -> Option<IpAddr> {
+        match parse_ip(frame) {
+            IpParse::Ip(ip) => Some(ip.src(frame)).map(|a| match a {
+                smoltcp::wire::IpAddress::Ipv4(v) => IpAddr::V4(v),
+                smoltcp::wire::IpAddress::Ipv6(v) => IpAddr::V6(v),
+            }),
+            _ if frame.get(12..14) == Some(&[0x08, 0x06]) => {
+                let spa: [u8; 4] = frame.get(28..32)?.try_into().ok()?;
+                Some(IpAddr::from(spa))
+            }
+            _ => None,
+        }
+    }
+
     fn run(&mut self, stop: &AtomicBool, report: &dyn Fn(String)) {
         let mut expired_at = self.now();
+        self.refresh_forbidden();
         while !stop.load(Ordering::Relaxed) {
             self.fds.clear();
             if let Some(l) = &self.listener {
@@ -294,6 +352,7 @@ impl Switch {
                 for p in self.ports.values_mut() {
                     p.expire();
                 }
+                self.refresh_forbidden();
             }
         }
         for (id, _) in std::mem::take(&mut self.ports) {
@@ -348,6 +407,7 @@ impl Switch {
             .collect();
         for id in gone {
             self.ports.remove(&id);
+            self.rates.remove(&id);
             for mac in self.core.forget_port(id) {
                 let _ = self.raw.release(mac);
                 self.local.release(mac);
@@ -379,6 +439,24 @@ impl Switch {
 
     fn switch_from_port(&mut self, id: PortId, n: usize) {
         let now = self.now();
+        let limits = self.limits;
+        let admitted = self
+            .rates
+            .entry(id)
+            .or_insert_with(|| PortRate::new(limits, now))
+            .admit(n, now);
+        if !admitted {
+            self.counters.over_rate.fetch_add(1, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Some(a) = Self::claimed_source(&self.buf[..n])
+            && self.forbidden.contains(&a)
+        {
+            self.counters.spoofed.fetch_add(1, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let Some(s) = src(&self.buf[..n]) else { return };
         match self.core.learn(s, id, now) {
             Learned::New => {

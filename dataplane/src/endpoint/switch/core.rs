@@ -180,6 +180,73 @@ impl SwitchCore {
     }
 }
 
+/// A token bucket: at most `rate` per second on average, `burst` at once.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket of `burst` tokens refilled at `rate` per second.
+    pub fn new(rate: u64, burst: u64, now: Instant) -> Self {
+        Self {
+            rate: rate as f64,
+            burst: burst.max(1) as f64,
+            tokens: burst.max(1) as f64,
+            last: now,
+        }
+    }
+
+    /// Takes `n` tokens if there are that many (after refilling to `now`).
+    pub fn take(&mut self, n: u64, now: Instant) -> bool {
+        let elapsed = (now - self.last).total_micros() as f64 / 1e6;
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= n as f64 {
+            self.tokens -= n as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The limits of each port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortLimits {
+    /// Most frames per second from a port (0: no limit).
+    pub packets_per_s: u64,
+    /// Most bytes per second from a port (0: no limit).
+    pub bytes_per_s: u64,
+}
+
+/// A port's rate limiter (both buckets; an absent limit always passes).
+#[derive(Clone, Copy, Debug)]
+pub struct PortRate {
+    packets: Option<TokenBucket>,
+    bytes: Option<TokenBucket>,
+}
+
+impl PortRate {
+    /// Buckets for `limits`, each allowing a tenth of a second's worth at once.
+    pub fn new(limits: PortLimits, now: Instant) -> Self {
+        let bucket = |rate: u64| (rate > 0).then(|| TokenBucket::new(rate, rate / 10, now));
+        Self {
+            packets: bucket(limits.packets_per_s),
+            bytes: bucket(limits.bytes_per_s),
+        }
+    }
+
+    /// Whether a frame of `len` bytes may pass now.
+    pub fn admit(&mut self, len: usize, now: Instant) -> bool {
+        self.packets.as_mut().is_none_or(|b| b.take(1, now))
+            && self.bytes.as_mut().is_none_or(|b| b.take(len as u64, now))
+    }
+}
+
 /// The destination MAC of a frame long enough to be one.
 pub fn dst(frame: &[u8]) -> Option<Mac> {
     let d: [u8; 6] = frame.get(0..6)?.try_into().ok()?;
@@ -239,6 +306,34 @@ mod tests {
         s.forward(1, &frame(B, A)[..13], &mut outs);
         assert!(outs.is_empty());
         assert_eq!(s.forward_uplink(&[0xff; 13]), None);
+    }
+
+    #[test]
+    fn buckets_pass_the_rate_and_the_burst_and_no_more() {
+        let t0 = Instant::from_secs(10);
+        let mut r = PortRate::new(
+            PortLimits {
+                packets_per_s: 1000,
+                bytes_per_s: 0,
+            },
+            t0,
+        );
+        let passed = (0..500).filter(|_| r.admit(60, t0)).count();
+        assert_eq!(passed, 100, "the burst: a tenth of a second");
+        let t1 = t0 + Duration::from_millis(50);
+        let passed = (0..500).filter(|_| r.admit(60, t1)).count();
+        assert_eq!(passed, 50, "50 ms at 1000/s");
+        let mut b = PortRate::new(
+            PortLimits {
+                packets_per_s: 0,
+                bytes_per_s: 10_000,
+            },
+            t0,
+        );
+        assert!(b.admit(1000, t0));
+        assert!(!b.admit(1, t0), "1000 bytes is the burst");
+        let mut none = PortRate::new(PortLimits::default(), t0);
+        assert!((0..10_000).all(|_| none.admit(9000, t0)));
     }
 
     #[test]

@@ -186,13 +186,15 @@ impl Drop for VdePort {
 pub struct VdeListener {
     dir: PathBuf,
     ctl: UnixListener,
-    /// Control connections that have not sent their request yet.
-    pending: Vec<UnixStream>,
+    /// Control connections that have not sent their request yet, with when they came.
+    pending: Vec<(UnixStream, std::time::Instant)>,
 }
 
-/// Pending control connections kept at most (more are refused: a client that connects and
-/// never writes cannot pile them up).
+/// Pending control connections kept at most: beyond, the oldest is dropped (a client that
+/// connects and never writes cannot pile them up, nor lock others out).
 const MAX_PENDING: usize = 64;
+/// How long a control connection may take to send its request.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl VdeListener {
     /// Serves `dir` (made if missing) with mode `mode` on the directory and the control
@@ -224,7 +226,7 @@ impl VdeListener {
     /// The fds to wait on: the listener and the pending control connections.
     pub fn fds(&self, out: &mut Vec<RawFd>) {
         out.push(self.ctl.as_raw_fd());
-        out.extend(self.pending.iter().map(|s| s.as_raw_fd()));
+        out.extend(self.pending.iter().map(|(s, _)| s.as_raw_fd()));
     }
 
     /// Accepts new control connections and turns the ones whose request arrived into ports
@@ -238,11 +240,16 @@ impl VdeListener {
         loop {
             match self.ctl.accept() {
                 Ok((s, _)) => {
-                    if self.pending.len() >= MAX_PENDING || s.set_nonblocking(true).is_err() {
-                        refused.push("too many control connections waiting".into());
+                    if s.set_nonblocking(true).is_err() {
                         continue;
                     }
-                    self.pending.push(s);
+                    if self.pending.len() >= MAX_PENDING {
+                        self.pending.remove(0);
+                        refused.push(
+                            "too many control connections waiting: dropped the oldest".into(),
+                        );
+                    }
+                    self.pending.push((s, std::time::Instant::now()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -251,17 +258,26 @@ impl VdeListener {
                 }
             }
         }
+        let before = self.pending.len();
+        self.pending
+            .retain(|(_, since)| since.elapsed() < REQUEST_TIMEOUT);
+        if self.pending.len() < before {
+            refused.push(format!(
+                "{} control connection(s) sent no request within {REQUEST_TIMEOUT:?}",
+                before - self.pending.len()
+            ));
+        }
         let mut ports = Vec::new();
         let mut i = 0;
         while i < self.pending.len() {
             let mut buf = [0u8; REQUEST_FIXED + MAX_DESCRIPTION];
-            match (&self.pending[i]).read_nonblocking(&mut buf) {
+            match (&self.pending[i].0).read_nonblocking(&mut buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     i += 1;
                     continue;
                 }
                 Ok(n) => {
-                    let stream = self.pending.swap_remove(i);
+                    let (stream, _) = self.pending.swap_remove(i);
                     match self.open_port(stream, &buf[..n], &mut number) {
                         Ok(p) => ports.push(p),
                         Err(e) => refused.push(e),
