@@ -107,7 +107,7 @@ impl Fillers {
             pid: std::process::id(),
             tid: 0,
             thread: 0,
-            pad: 0,
+            kind: ioth_common::OWNER_THREAD,
         };
         let mut slot = FIRST_ENDPOINT_SLOT;
         for i in 0..count {

@@ -145,7 +145,7 @@ fn filler(i: u32) -> EndpointAddrs {
             u16::from_be_bytes([b[2], b[3]]),
         )],
         thread: i,
-        learned: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -200,7 +200,7 @@ fn classifier_bench(a: &ClassifierArgs) -> Result<()> {
             ipv4: vec![A_IPV4.into()],
             ipv6: vec![A_IPV6.into()],
             thread: 0,
-            learned: Vec::new(),
+            ..Default::default()
         })?;
         for i in 1..endpoints {
             c.add_endpoint(&filler(i))?;

@@ -51,7 +51,7 @@ pub fn raw_echo(iface: &str, ips: &[Ipv4Addr], busy_poll: bool) -> Result<()> {
             ipv4: vec![*ip],
             ipv6: Vec::new(),
             thread: i as u32,
-            learned: Vec::new(),
+            ..Default::default()
         })?;
         let mut parts = Vec::new();
         for u in &umems {

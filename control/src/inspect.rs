@@ -131,9 +131,10 @@ pub fn endpoints(args: &EndpointsArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<12} {:>4} {:<17} {:<16} {:<24} {:>8} {:>8} {:>6} {:>10} {:>12} {:>8} {:>10} {:>12} {:>7}",
+        "{:<12} {:>4} {:<6} {:<17} {:<16} {:<24} {:>8} {:>8} {:>6} {:>10} {:>12} {:>8} {:>10} {:>12} {:>7}",
         "IFACE",
         "SLOT",
+        "KIND",
         "MAC",
         "IPV4",
         "IPV6",
@@ -156,10 +157,15 @@ pub fn endpoints(args: &EndpointsArgs) -> Result<()> {
             }
         };
         println!(
-            "{:<12} {:>4} {:<17} {:<16} {:<24} {:>8} {:>8} {:>6} {:>10} {:>12} {:>8} {:>10} {:>12} {:>7}{}",
+            "{:<12} {:>4} {:<6} {:<17} {:<16} {:<24} {:>8} {:>8} {:>6} {:>10} {:>12} {:>8} {:>10} {:>12} {:>7}{}{}",
             iface,
             e.slot,
-            e.mac.map_or_else(|| "-".into(), |m| m.to_string()),
+            e.kind.to_string(),
+            match e.macs.len() {
+                0 => "-".to_owned(),
+                1 => e.macs[0].to_string(),
+                n => format!("{} +{}", e.macs[0], n - 1),
+            },
             join(e.ipv4.iter().map(|a| a.to_string()).collect()),
             join(e.ipv6.iter().map(|a| a.to_string()).collect()),
             e.pid,
@@ -171,7 +177,14 @@ pub fn endpoints(args: &EndpointsArgs) -> Result<()> {
             e.tx_packets,
             e.tx_bytes,
             e.tcp_retransmits,
-            if e.owner_alive { "" } else { "  (owner gone)" }
+            if e.owner_alive { "" } else { "  (owner gone)" },
+            e.port.as_ref().map_or_else(String::new, |p| format!(
+                "  {} port {}: {}{}",
+                p.kind,
+                p.port,
+                p.description,
+                p.pid.map_or_else(String::new, |x| format!(" (pid {x})"))
+            ))
         );
     }
     Ok(())

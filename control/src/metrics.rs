@@ -24,7 +24,7 @@ use hyper::{
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ioth_common::Counter;
-use ioth_dataplane::Dataplane;
+use ioth_dataplane::{Dataplane, classifier::EndpointKind};
 use prometheus::{Encoder as _, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::serve::stats::{TCP_STATES, ThreadStats};
@@ -83,7 +83,7 @@ struct EndpointCounters {
 }
 
 /// Labels of the per-endpoint families.
-const EP_LABELS: [&str; 3] = ["iface", "endpoint", "thread"];
+const EP_LABELS: [&str; 4] = ["iface", "endpoint", "thread", "kind"];
 
 impl ClassifierFamilies {
     fn register(reg: &Registry) -> Result<Self> {
@@ -141,7 +141,7 @@ impl ClassifierFamilies {
         }
     }
 
-    fn endpoint(&self, labels: &[&str; 3], c: &EndpointCounters) {
+    fn endpoint(&self, labels: &[&str; 4], c: &EndpointCounters) {
         self.rx_packets
             .with_label_values(labels)
             .inc_by(c.rx.rx_packets);
@@ -195,8 +195,19 @@ pub fn render_attached(only: Option<&str>) -> Result<String> {
                 .map(|a| a.to_string())
                 .or_else(|| e.ipv6.first().map(|a| a.to_string()))
                 .unwrap_or_else(|| format!("slot{}", e.slot));
+            let endpoint = match e.kind {
+                EndpointKind::Thread => endpoint,
+                EndpointKind::Port => format!("port{}", e.thread),
+                EndpointKind::Switch => "switch".to_owned(),
+            };
             let thread = e.thread.to_string();
-            let l = [iface.as_str(), endpoint.as_str(), thread.as_str()];
+            let kind = e.kind.to_string();
+            let l = [
+                iface.as_str(),
+                endpoint.as_str(),
+                thread.as_str(),
+                kind.as_str(),
+            ];
             let c = EndpointCounters {
                 rx: ioth_common::EndpointStats {
                     rx_packets: e.rx_packets,
@@ -222,9 +233,23 @@ pub fn render(src: &Sources) -> Result<String> {
     let reg = Registry::new();
     let iface = src.dp.iface();
     let fams = ClassifierFamilies::register(&reg)?;
-    let (counters, ep_stats) = {
+    let (counters, ep_stats, ports) = {
         let c = src.dp.classifier();
         let counters = c.counters()?;
+        // Switch ports of this server: their own endpoints, counted by the classifier.
+        let ports: Vec<(u32, EndpointCounters)> = c
+            .endpoints()
+            .filter(|(_, a)| a.kind == EndpointKind::Port)
+            .map(|(id, a)| {
+                (
+                    a.thread,
+                    EndpointCounters {
+                        rx: c.endpoint_stats(id.0).unwrap_or_default(),
+                        tx: c.endpoint_tx(id.0).unwrap_or_default(),
+                    },
+                )
+            })
+            .collect();
         let stats: Vec<_> = src
             .threads
             .iter()
@@ -239,7 +264,7 @@ pub fn render(src: &Sources) -> Result<String> {
                 }
             })
             .collect();
-        (counters, stats)
+        (counters, stats, ports)
     };
     fams.verdicts(iface, &counters);
     let xsk = [
@@ -270,9 +295,13 @@ pub fn render(src: &Sources) -> Result<String> {
         "TCP sockets of the endpoint's stack, by state.",
         &["endpoint", "state"],
     )?;
+    for (port, ep) in &ports {
+        let (endpoint, thread) = (format!("port{port}"), port.to_string());
+        fams.endpoint(&[iface, endpoint.as_str(), thread.as_str(), "port"], ep);
+    }
     for (t, ep) in src.threads.iter().zip(&ep_stats) {
         let thread = t.index.to_string();
-        let l = [iface, t.endpoint.as_str(), thread.as_str()];
+        let l = [iface, t.endpoint.as_str(), thread.as_str(), "thread"];
         fams.endpoint(&l, ep);
         let e = [iface, t.endpoint.as_str()];
         xsk_dropped

@@ -97,7 +97,7 @@ fn vde_clients_reach_the_nic_and_each_other_through_ioth() {
     let pair = VethPair::new("vde", 1).expect("veth pair");
     let dir = TempDir::new("sw");
     let sw = dir.0.to_string_lossy().into_owned();
-    let server = Server::start(&pair, 1, "echo", &["--vde", &sw]);
+    let server = Server::start(&pair, 1, "echo", &["--vde", &sw, "--metrics", "19466"]);
     assert!(
         server.ready.iter().any(|l| l.starts_with("vde switch ")),
         "{:?}",
@@ -199,10 +199,86 @@ fn vde_clients_reach_the_nic_and_each_other_through_ioth() {
         .as_array()
         .expect("list")
         .iter()
+        .filter(|e| e["kind"] != "thread")
         .map(|e| e["macs"].as_array().map_or(0, Vec::len))
-        .max()
-        .unwrap_or(0);
+        .sum();
     assert!(macs >= 3, "the switch's own MAC and both taps': {eps}");
+
+    // Each port is an endpoint of its own: kind port, its tap's MAC, the client's
+    // description and pid.
+    let a_mac = String::from_utf8_lossy(
+        &a.exec("cat", &["/sys/class/net/vde0/address"])
+            .expect("tap MAC")
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    let ports: Vec<&serde_json::Value> = eps
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|e| e["kind"] == "port")
+        .collect();
+    assert_eq!(ports.len(), 2, "two vde_plug ports: {eps}");
+    let pa = ports
+        .iter()
+        .find(|e| {
+            e["macs"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|x| x == a_mac.as_str()))
+        })
+        .unwrap_or_else(|| panic!("no port owns {a_mac}: {eps}"));
+    assert_eq!(pa["port"]["kind"], "vde");
+    assert!(
+        pa["port"]["description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("vdeplug"),
+        "{pa}"
+    );
+    assert!(pa["port"]["pid"].as_u64().unwrap_or(0) > 0, "{pa}");
+    assert!(
+        pa["rx_packets"].as_u64().unwrap_or(0) > 0,
+        "the classifier counts the port's frames: {pa}"
+    );
+    assert!(
+        eps.as_array()
+            .expect("list")
+            .iter()
+            .any(|e| e["kind"] == "switch"),
+        "{eps}"
+    );
+    let table = String::from_utf8_lossy(
+        &pair
+            .host
+            .exec(
+                env!("CARGO_BIN_EXE_ioth"),
+                &["endpoints", "--iface", &pair.host_if],
+            )
+            .expect("ioth endpoints")
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        table.contains(" port ") && table.contains("vde port 1: vdeplug"),
+        "{table}"
+    );
+    println!("{table}");
+    // The metrics count the ports like the threads, told apart by `kind`.
+    let (ok, text) = peer_ok(
+        &pair.host,
+        "curl",
+        &["-sS", "-m", "5", "http://127.0.0.1:19466/metrics"],
+    );
+    assert!(ok, "scrape: {text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ioth_endpoint_rx_packets_total{")
+                && l.contains("endpoint=\"port1\"")
+                && l.contains("kind=\"port\"")),
+        "no port in the metrics:\n{text}"
+    );
+    assert!(text.contains("kind=\"thread\""), "{text}");
 
     // vdens: a namespace whose vde0 is plugged into the switch.
     let (ok, out) = peer_ok(

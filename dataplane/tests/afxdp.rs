@@ -138,7 +138,7 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
             ipv4: vec![A_V4],
             ipv6: vec![A_V6],
             thread: 0,
-            learned: Vec::new(),
+            ..Default::default()
         })
         .expect("endpoint A");
     let b = classifier
@@ -147,7 +147,7 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
             ipv4: vec![B_V4],
             ipv6: vec![B_V6],
             thread: 1,
-            learned: Vec::new(),
+            ..Default::default()
         })
         .expect("endpoint B");
 
@@ -468,7 +468,7 @@ fn the_frame_audit_catches_a_frame_that_is_never_returned() {
             ipv4: vec![A_V4],
             ipv6: vec![],
             thread: 0,
-            learned: Vec::new(),
+            ..Default::default()
         })
         .expect("endpoint");
     let config = XskConfig {

@@ -103,7 +103,7 @@ fn install(c: &mut Classifier, tables: &MapTables, sockets: &mut Vec<OwnedFd>) {
                 .map(|(a, _)| Ipv6Addr::from(*a))
                 .collect(),
             thread: slot,
-            learned: Vec::new(),
+            ..Default::default()
         };
         let id = c.add_endpoint(&addrs).expect("add endpoint");
         assert_eq!(id.0, slot, "slots are handed out densely from 1");

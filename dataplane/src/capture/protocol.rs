@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 /// Directory of the capture sockets.
-pub const RUN_DIR: &str = "/run/ioth";
+pub const RUN_DIR: &str = crate::sys::RUN_DIR;
 
 /// Protocol version in the request line.
 pub(super) const PROTOCOL: &str = "IOTH-CAPTURE 1";

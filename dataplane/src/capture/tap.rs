@@ -185,9 +185,13 @@ fn listen() -> io::Result<UnixListener> {
     if let Ok(entries) = fs::read_dir(RUN_DIR) {
         for e in entries.flatten() {
             let name = e.file_name();
+            // Capture sockets and port descriptions of processes that died.
             let pid = name
                 .to_str()
-                .and_then(|n| n.strip_suffix(".sock"))
+                .and_then(|n| {
+                    n.strip_suffix(".sock")
+                        .or_else(|| n.strip_suffix(".ports.json"))
+                })
                 .and_then(|p| p.parse::<u32>().ok());
             if let Some(pid) = pid
                 && (pid == std::process::id() || !crate::sys::process_alive(pid))

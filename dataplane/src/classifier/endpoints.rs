@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 
 use super::{
     program::Classifier,
-    types::{ClassifierError, EndpointAddrs, EndpointId, Result, map_err},
+    types::{ClassifierError, EndpointAddrs, EndpointId, EndpointKind, Result, map_err},
 };
 use crate::{sys, wire::Mac};
 
@@ -21,7 +21,12 @@ impl Classifier {
     /// Registers an endpoint owning `addrs` in a free slot. Every address must be free; on any
     /// failure nothing stays registered.
     pub fn add_endpoint(&mut self, addrs: &EndpointAddrs) -> Result<EndpointId> {
-        if addrs.mac.is_none() && addrs.ipv4.is_empty() && addrs.ipv6.is_empty() {
+        // A port starts with no address: it owns what it learns (`add_mac`).
+        if addrs.mac.is_none()
+            && addrs.ipv4.is_empty()
+            && addrs.ipv6.is_empty()
+            && addrs.kind != EndpointKind::Port
+        {
             return Err(ClassifierError::InvalidEndpoint("it owns no address"));
         }
         if let Some(mac) = addrs.mac {
@@ -43,7 +48,7 @@ impl Classifier {
             pid: std::process::id(),
             tid: nix::unistd::gettid().as_raw() as u32,
             thread: addrs.thread,
-            pad: 0,
+            kind: addrs.kind.code(),
         };
         let mut claimed = None;
         for s in FIRST_ENDPOINT_SLOT..SLOTS_PER_QUEUE {
@@ -63,7 +68,14 @@ impl Classifier {
         let slot = claimed.ok_or(ClassifierError::NoFreeSlot(
             SLOTS_PER_QUEUE - FIRST_ENDPOINT_SLOT,
         ))?;
-        self.endpoints.insert(slot, EndpointAddrs::default());
+        self.endpoints.insert(
+            slot,
+            EndpointAddrs {
+                thread: addrs.thread,
+                kind: addrs.kind,
+                ..EndpointAddrs::default()
+            },
+        );
         match self.insert_addrs(slot, addrs) {
             Ok(()) => {
                 self.reset_stats(slot)?;

@@ -19,7 +19,7 @@ pub mod view;
 pub use counters::{TxPublisher, VerdictCounters};
 pub use program::{BENCH_XDP_OBJECT, Classifier, PINNED_MAPS};
 pub use types::{
-    AttachMode, ClassifierError, EndpointAddrs, EndpointId, LoadOptions, ModeRequest,
+    AttachMode, ClassifierError, EndpointAddrs, EndpointId, EndpointKind, LoadOptions, ModeRequest,
     TestRunDecision,
 };
 pub use view::{ClassifierView, EndpointView};

@@ -143,6 +143,49 @@ pub struct TestRunDecision {
     pub xsk_index: u32,
 }
 
+/// What an endpoint is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    /// A thread's own stack.
+    #[default]
+    Thread,
+    /// A switch port: a pipe of frames to another process or host.
+    Port,
+    /// A switch's own endpoint (its way to the NIC).
+    Switch,
+}
+
+impl EndpointKind {
+    /// As recorded in the owners map.
+    pub fn code(self) -> u32 {
+        match self {
+            EndpointKind::Thread => ioth_common::OWNER_THREAD,
+            EndpointKind::Port => ioth_common::OWNER_PORT,
+            EndpointKind::Switch => ioth_common::OWNER_SWITCH,
+        }
+    }
+
+    /// From the owners map.
+    pub fn from_code(c: u32) -> Self {
+        match c {
+            ioth_common::OWNER_PORT => EndpointKind::Port,
+            ioth_common::OWNER_SWITCH => EndpointKind::Switch,
+            _ => EndpointKind::Thread,
+        }
+    }
+}
+
+impl fmt::Display for EndpointKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EndpointKind::Thread => "thread",
+            EndpointKind::Port => "port",
+            EndpointKind::Switch => "switch",
+        })
+    }
+}
+
 /// The addresses an endpoint owns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EndpointAddrs {
@@ -154,6 +197,8 @@ pub struct EndpointAddrs {
     pub ipv6: Vec<Ipv6Addr>,
     /// The owner's index for this endpoint (a thread index), recorded for labels.
     pub thread: u32,
+    /// What it is.
+    pub kind: EndpointKind,
     /// MACs it owns besides its own: learned from the ports behind a switch endpoint
     /// ([`crate::classifier::program::Classifier::add_mac`]).
     pub learned: Vec<[u8; 6]>,
@@ -162,3 +207,18 @@ pub struct EndpointAddrs {
 /// An endpoint's slot in the classifier (its index in the XskMap's per-queue range).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EndpointId(pub u32);
+
+/// A switch port as its switch describes it for other processes (`sys::ports_file`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PortInfo {
+    /// The port's endpoint slot.
+    pub slot: u32,
+    /// Its number on the switch.
+    pub port: u32,
+    /// `vde` or `vxlan`.
+    pub kind: String,
+    /// What the client said it is (VDE), or the tunnel's remote (VXLAN).
+    pub description: String,
+    /// The client's process (VDE, from its socket's credentials).
+    pub pid: Option<u32>,
+}

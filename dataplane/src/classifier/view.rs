@@ -19,7 +19,10 @@ use ioth_common::{
     PROGRAM_NAME, map_names,
 };
 
-use super::{counters::VerdictCounters, types::AttachMode};
+use super::{
+    counters::VerdictCounters,
+    types::{AttachMode, EndpointKind, PortInfo},
+};
 use crate::{
     sys::{
         self,
@@ -80,8 +83,13 @@ pub struct EndpointView {
     pub pid: u32,
     /// Owning thread id (0 if unknown).
     pub tid: u32,
-    /// The owner's index of the endpoint (`ioth serve`: thread index).
+    /// The owner's index of the endpoint (`ioth serve`: thread index; a port: its number).
     pub thread: u32,
+    /// What it is: a thread's stack, a switch port, a switch.
+    pub kind: EndpointKind,
+    /// A port: what its switch says of it (client description, client pid, port number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortInfo>,
     /// Whether the owning process still exists.
     pub owner_alive: bool,
     /// Frames redirected to it.
@@ -264,6 +272,7 @@ impl ClassifierView {
                     e.pid = o.pid;
                     e.tid = o.tid;
                     e.thread = o.thread;
+                    e.kind = EndpointKind::from_code(o.kind);
                 }
             }
         }
@@ -287,6 +296,9 @@ impl ClassifierView {
             e.macs.sort();
             e.mac = e.macs.first().copied();
             e.owner_alive = sys::process_alive(e.pid);
+            if e.kind == EndpointKind::Port {
+                e.port = port_info(e.pid, e.slot);
+            }
             if let Ok(v) = stats.get(&e.slot, 0) {
                 for s in v.iter() {
                     e.rx_packets += s.rx_packets;
@@ -309,6 +321,8 @@ fn blank(slot: u32) -> EndpointView {
         pid: 0,
         tid: 0,
         thread: 0,
+        kind: EndpointKind::Thread,
+        port: None,
         owner_alive: false,
         rx_packets: 0,
         rx_bytes: 0,
@@ -318,6 +332,13 @@ fn blank(slot: u32) -> EndpointView {
         tcp_retransmits: 0,
         xsk: None,
     }
+}
+
+/// What the switch in process `pid` says of the port in `slot`.
+fn port_info(pid: u32, slot: u32) -> Option<PortInfo> {
+    let text = std::fs::read_to_string(sys::ports_file(pid)).ok()?;
+    let ports: Vec<PortInfo> = serde_json::from_str(&text).ok()?;
+    ports.into_iter().find(|p| p.slot == slot)
 }
 
 /// Serialises a bind mode as `copy` / `zero-copy`, or `-` when not known.

@@ -14,8 +14,8 @@ use super::{
 };
 use crate::{
     classifier::{
-        AttachMode, Classifier, ClassifierError, ClassifierView, EndpointAddrs, LoadOptions,
-        ModeRequest, pin,
+        AttachMode, Classifier, ClassifierError, ClassifierView, EndpointAddrs, EndpointKind,
+        LoadOptions, ModeRequest, pin,
     },
     link::{XskDevice, local::LocalLan},
     stack::{Stack, StackConfig, StackError},
@@ -172,7 +172,7 @@ impl Dataplane {
             ipv4: config.ipv4.iter().map(|(a, _)| *a).collect(),
             ipv6: config.ipv6.iter().map(|(a, _)| *a).collect(),
             thread: config.thread,
-            learned: Vec::new(),
+            ..Default::default()
         };
         let id = self.classifier().add_endpoint(&addrs)?;
         // From here on the guard removes the entries whatever fails.
@@ -225,6 +225,7 @@ impl Dataplane {
         let addrs = EndpointAddrs {
             mac: Some(mac.0),
             thread,
+            kind: EndpointKind::Switch,
             ..EndpointAddrs::default()
         };
         let id = self.classifier().add_endpoint(&addrs)?;

@@ -6,10 +6,26 @@ use std::sync::{Arc, Mutex};
 
 use super::thread::EndpointGuard;
 use crate::{
-    classifier::{Classifier, ClassifierError, EndpointId},
+    classifier::{Classifier, ClassifierError, EndpointAddrs, EndpointId, EndpointKind},
     wire::Mac,
     xsk::XskSocket,
 };
+
+/// An fd as the XskMap takes it.
+#[derive(Clone, Copy, Debug)]
+pub struct SocketFd(std::os::fd::RawFd);
+
+impl SocketFd {
+    fn as_raw(self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
+
+impl std::os::fd::AsRawFd for SocketFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
 
 /// AF_XDP sockets of one endpoint, one per rx queue, and its registration.
 #[derive(Debug)]
@@ -23,6 +39,8 @@ pub struct RawEndpoint {
     pub ifindex: u32,
     /// The interface's MTU.
     pub mtu: u32,
+    /// (rx queue, socket fd) of each socket, for the XskMap entries of ports.
+    socket_fds: Vec<(u32, SocketFd)>,
 }
 
 impl RawEndpoint {
@@ -32,11 +50,17 @@ impl RawEndpoint {
         ifindex: u32,
         mtu: u32,
     ) -> Self {
+        use std::os::fd::AsRawFd as _;
+        let socket_fds = sockets
+            .iter()
+            .map(|s| (s.queue().queue(), SocketFd(s.as_raw_fd())))
+            .collect();
         Self {
             guard,
             sockets,
             ifindex,
             mtu,
+            socket_fds,
         }
     }
 
@@ -50,15 +74,32 @@ impl RawEndpoint {
         self.guard.classifier()
     }
 
-    /// Claims `mac` for this endpoint (frames to it are redirected here).
-    pub fn claim(&self, mac: Mac) -> Result<(), ClassifierError> {
+    /// Registers a port behind this endpoint: a classifier endpoint of its own (kind
+    /// port, numbered `port`) whose frames arrive on this endpoint's sockets. It owns the
+    /// MACs claimed for it and goes (with them) when the guard drops.
+    pub fn add_port(&self, port: u32) -> Result<EndpointGuard, ClassifierError> {
         let mut c = self.classifier().lock().unwrap_or_else(|e| e.into_inner());
-        c.add_mac(self.endpoint(), mac.0)
+        let id = c.add_endpoint(&EndpointAddrs {
+            thread: port,
+            kind: EndpointKind::Port,
+            ..EndpointAddrs::default()
+        })?;
+        let guard = EndpointGuard::new(Arc::clone(self.classifier()), id);
+        for (queue, fd) in &self.socket_fds {
+            c.set_socket(*queue, id.0, fd.as_raw())?;
+        }
+        Ok(guard)
     }
 
-    /// Gives up a claimed `mac`.
-    pub fn release(&self, mac: Mac) -> Result<(), ClassifierError> {
+    /// Claims `mac` for endpoint `id` (a port's): frames to it are redirected here.
+    pub fn claim(&self, id: EndpointId, mac: Mac) -> Result<(), ClassifierError> {
         let mut c = self.classifier().lock().unwrap_or_else(|e| e.into_inner());
-        c.remove_mac(self.endpoint(), mac.0)
+        c.add_mac(id, mac.0)
+    }
+
+    /// Gives up `mac` claimed for endpoint `id`.
+    pub fn release(&self, id: EndpointId, mac: Mac) -> Result<(), ClassifierError> {
+        let mut c = self.classifier().lock().unwrap_or_else(|e| e.into_inner());
+        c.remove_mac(id, mac.0)
     }
 }

@@ -15,6 +15,14 @@ pub mod tap;
 
 use std::{io, os::fd::RawFd};
 
+/// The runtime directory: capture sockets, port descriptions, default switch directories.
+pub const RUN_DIR: &str = "/run/ioth";
+
+/// Where a switch in process `pid` describes its ports for other processes.
+pub fn ports_file(pid: u32) -> std::path::PathBuf {
+    std::path::PathBuf::from(RUN_DIR).join(format!("{pid}.ports.json"))
+}
+
 /// Whether process `pid` is alive: it exists and is neither a zombie nor dead (a killed
 /// process whose parent has not reaped it yet still has a `/proc` entry). The one rule for
 /// every "is the owner still there" question: reaping, `ioth endpoints`, capture sockets,

@@ -125,11 +125,19 @@ pub struct EndpointOwner {
     pub pid: u32,
     /// Thread id (0 if not known).
     pub tid: u32,
-    /// The owner's own index of the endpoint (`ioth serve`: the thread index), for labels.
+    /// The owner's own index of the endpoint (`ioth serve`: the thread index; a port: its
+    /// number), for labels.
     pub thread: u32,
-    /// Always zero.
-    pub pad: u32,
+    /// What the endpoint is: [`OWNER_THREAD`], [`OWNER_PORT`] or [`OWNER_SWITCH`].
+    pub kind: u32,
 }
+
+/// [`EndpointOwner::kind`]: a thread's own stack.
+pub const OWNER_THREAD: u32 = 0;
+/// [`EndpointOwner::kind`]: a switch port (a VDE client, a VXLAN tunnel).
+pub const OWNER_PORT: u32 = 1;
+/// [`EndpointOwner::kind`]: a switch's own endpoint (its uplink to the NIC).
+pub const OWNER_SWITCH: u32 = 2;
 
 /// Per-endpoint receive counters kept by the classifier (per CPU; user space sums them).
 #[repr(C)]

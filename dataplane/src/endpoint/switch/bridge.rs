@@ -24,13 +24,16 @@ use super::{
     vxlan::{VxlanPort, VxlanSpec},
 };
 use crate::{
-    classifier::ClassifierError,
-    endpoint::dataplane::{Dataplane, DataplaneError},
+    classifier::{ClassifierError, types::PortInfo},
+    endpoint::{
+        dataplane::{Dataplane, DataplaneError},
+        thread::EndpointGuard,
+    },
     link::{
         checksum::{L4Checksum, check_l4},
         local::{Member, Route},
     },
-    sys::{netlink::Rtnetlink, packet::GroupTap, wait_readable_any},
+    sys::{netlink::Rtnetlink, packet::GroupTap, ports_file, wait_readable_any},
     wire::{IpParse, Mac, parse_ip},
     xsk::{RxPart, TxPart},
 };
@@ -171,6 +174,10 @@ struct Switch {
     listener: Option<VdeListener>,
     core: SwitchCore,
     ports: BTreeMap<PortId, Port>,
+    /// Each port's own endpoint in the classifier (its learned MACs, its counters).
+    slots: BTreeMap<PortId, EndpointGuard>,
+    /// Where the ports are described for other processes (`ioth endpoints`).
+    ports_file: PathBuf,
     /// The switch on the data plane's local segment: frames to and from thread stacks.
     local: Member,
     limits: PortLimits,
@@ -252,6 +259,8 @@ impl Switch {
             listener,
             core: SwitchCore::new(opts.max_age, opts.max_macs_per_port),
             ports,
+            slots: BTreeMap::new(),
+            ports_file: ports_file(std::process::id()),
             local,
             limits: opts.limits,
             rates: BTreeMap::new(),
@@ -310,9 +319,54 @@ impl Switch {
         }
     }
 
+    /// Gives port `id` its classifier endpoint.
+    fn open_slot(&mut self, id: PortId, report: &dyn Fn(String)) {
+        match self.raw.add_port(id) {
+            Ok(g) => {
+                self.slots.insert(id, g);
+            }
+            Err(e) => report(format!("vde: port {id}: no classifier endpoint: {e}")),
+        }
+    }
+
+    /// Writes the ports' descriptions for other processes (`ioth endpoints`).
+    fn publish_ports(&self) {
+        let list: Vec<PortInfo> = self
+            .ports
+            .iter()
+            .filter_map(|(id, p)| {
+                let slot = self.slots.get(id)?.id().0;
+                let (kind, description, pid) = match p {
+                    Port::Vde(v) => ("vde", v.description.clone(), v.pid),
+                    Port::Vxlan(x) => ("vxlan", x.describe(), None),
+                };
+                Some(PortInfo {
+                    slot,
+                    port: *id,
+                    kind: kind.to_owned(),
+                    description,
+                    pid,
+                })
+            })
+            .collect();
+        let tmp = self.ports_file.with_extension("tmp");
+        let json = serde_json::to_string(&list).unwrap_or_else(|_| "[]".to_owned());
+        let written = std::fs::create_dir_all(crate::sys::RUN_DIR)
+            .and_then(|()| std::fs::write(&tmp, json))
+            .and_then(|()| std::fs::rename(&tmp, &self.ports_file));
+        if let Err(e) = written {
+            log::debug!("vde: {}: {e}", self.ports_file.display());
+        }
+    }
+
     fn run(&mut self, stop: &AtomicBool, report: &dyn Fn(String)) {
         let mut expired_at = self.now();
         self.refresh_forbidden();
+        let tunnels: Vec<PortId> = self.ports.keys().copied().collect();
+        for id in tunnels {
+            self.open_slot(id, report);
+        }
+        self.publish_ports();
         while !stop.load(Ordering::Relaxed) {
             self.fds.clear();
             if let Some(l) = &self.listener {
@@ -345,8 +399,10 @@ impl Switch {
             let now = self.now();
             if now - expired_at >= Duration::from_secs(1) {
                 expired_at = now;
-                for mac in self.core.expire(now) {
-                    let _ = self.raw.release(mac);
+                for (mac, port) in self.core.expire(now) {
+                    if let Some(g) = self.slots.get(&port) {
+                        let _ = self.raw.release(g.id(), mac);
+                    }
                     self.local.release(mac);
                 }
                 for p in self.ports.values_mut() {
@@ -357,10 +413,12 @@ impl Switch {
         }
         for (id, _) in std::mem::take(&mut self.ports) {
             for mac in self.core.forget_port(id) {
-                let _ = self.raw.release(mac);
                 self.local.release(mac);
             }
         }
+        // The ports' endpoints (and the MACs they own) go with their guards.
+        self.slots.clear();
+        let _ = std::fs::remove_file(&self.ports_file);
     }
 
     fn accept(&mut self, report: &dyn Fn(String)) {
@@ -384,6 +442,7 @@ impl Switch {
         for r in refused {
             report(format!("vde: refused a client: {r}"));
         }
+        let changed = !new.is_empty();
         for p in new {
             report(format!(
                 "vde: port {} connected: {:?} (pid {})",
@@ -391,7 +450,12 @@ impl Switch {
                 p.description,
                 p.pid.map_or("-".to_owned(), |x| x.to_string())
             ));
-            self.ports.insert(p.id, Port::Vde(p));
+            let id = p.id;
+            self.ports.insert(id, Port::Vde(p));
+            self.open_slot(id, report);
+        }
+        if changed {
+            self.publish_ports();
         }
         self.counters
             .ports
@@ -409,10 +473,12 @@ impl Switch {
             self.ports.remove(&id);
             self.rates.remove(&id);
             for mac in self.core.forget_port(id) {
-                let _ = self.raw.release(mac);
                 self.local.release(mac);
             }
+            // Its endpoint and the MACs it owned go with the guard.
+            self.slots.remove(&id);
             report(format!("vde: port {id} closed"));
+            self.publish_ports();
         }
         self.counters
             .ports
@@ -458,9 +524,13 @@ impl Switch {
             return;
         }
         let Some(s) = src(&self.buf[..n]) else { return };
+        let Some(slot) = self.slots.get(&id).map(EndpointGuard::id) else {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         match self.core.learn(s, id, now) {
             Learned::New => {
-                if let Err(e) = self.raw.claim(s) {
+                if let Err(e) = self.raw.claim(slot, s) {
                     // Owned by another endpoint (or by nobody we may take it from): a port
                     // never sends from someone else's MAC.
                     if !matches!(e, ClassifierError::AddressInUse { .. }) {
@@ -472,7 +542,19 @@ impl Switch {
                 }
                 self.local.claim(s);
             }
-            Learned::Refreshed | Learned::Moved { .. } => {}
+            Learned::Refreshed => {}
+            Learned::Moved { from } => {
+                // The station moved to another port: so does its claim.
+                if let Some(old) = self.slots.get(&from).map(EndpointGuard::id) {
+                    let _ = self.raw.release(old, s);
+                }
+                if self.raw.claim(slot, s).is_err() {
+                    self.core.forget(s);
+                    self.local.release(s);
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
             Learned::Refused => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 return;

@@ -135,16 +135,16 @@ impl SwitchCore {
         }
     }
 
-    /// Forgets the MACs not seen for the maximum age; returns them.
-    pub fn expire(&mut self, now: Instant) -> Vec<Mac> {
+    /// Forgets the MACs not seen for the maximum age; returns them with their ports.
+    pub fn expire(&mut self, now: Instant) -> Vec<(Mac, PortId)> {
         let max_age = self.max_age;
-        let old: Vec<Mac> = self
+        let old: Vec<(Mac, PortId)> = self
             .table
             .iter()
             .filter(|(_, e)| now - e.seen > max_age)
-            .map(|(m, _)| *m)
+            .map(|(m, e)| (*m, e.port))
             .collect();
-        for m in &old {
+        for (m, _) in &old {
             self.forget(*m);
         }
         old
@@ -366,7 +366,7 @@ mod tests {
         );
         let mut old = s.expire(Instant::from_secs(40));
         old.sort();
-        assert_eq!(old, [Mac(B), Mac([2, 0, 0, 0, 0, 0xc])]);
+        assert_eq!(old, [(Mac(B), 2), (Mac([2, 0, 0, 0, 0, 0xc]), 1)]);
         assert_eq!(s.forget_port(1), [Mac(A)]);
         assert_eq!(s.lookup(Mac(A)), None);
     }
