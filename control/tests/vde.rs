@@ -400,8 +400,30 @@ fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
 fn ioth_run_gives_an_unmodified_program_its_own_address_and_its_exit_status() {
     let pair = VethPair::new("run", 1).expect("veth pair");
     // The switch at its default place (/run/ioth/vde/IF…), found by `ioth run --iface`.
-    let server = Server::start(&pair, 0, "echo", &["--vde"]);
+    let server = Server::start(
+        &pair,
+        0,
+        "echo",
+        &["--vde", "--vde-mode", "770", "--vde-group", "nogroup"],
+    );
     let iface = pair.host_if.clone();
+    // vde_switch's -m and -g: the default directory is let in to a group.
+    {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let i = iface.clone();
+        let dir = pair
+            .host
+            .run(move || ioth_dataplane::endpoint::switch::default_dir(&i));
+        let nogroup = nix::unistd::Group::from_name("nogroup")
+            .expect("group lookup")
+            .expect("nogroup")
+            .gid
+            .as_raw();
+        let d = std::fs::metadata(&dir).expect("switch dir");
+        assert_eq!((d.permissions().mode() & 0o777, d.gid()), (0o770, nogroup));
+        let c = std::fs::metadata(dir.join("ctl")).expect("ctl");
+        assert_eq!((c.permissions().mode() & 0o777, c.gid()), (0o660, nogroup));
+    }
     let join = ["--iface", iface.as_str()];
 
     // The program reaches the NIC's peer from its own addresses; its status comes back.

@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Permissions of the switch directory and its control socket, octal (`vde_switch -m`).
     #[arg(long, default_value = "700", value_parser = parse_mode)]
     pub vde_mode: u32,
+    /// Group of the switch directory and its control socket (`vde_switch -g`), so its
+    /// members may connect (with --vde-mode 770).
+    #[arg(long, value_name = "GROUP")]
+    pub vde_group: Option<String>,
     /// Most MACs learned behind one VDE port.
     #[arg(long, default_value_t = 16)]
     pub vde_macs_per_port: usize,

@@ -142,8 +142,19 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 d.clone()
                     .unwrap_or_else(|| switch::default_dir(&args.iface))
             });
+            let gid = match &args.vde_group {
+                Some(g) => Some(
+                    nix::unistd::Group::from_name(g)
+                        .with_context(|| format!("looking up group {g:?}"))?
+                        .with_context(|| format!("no group named {g:?}"))?
+                        .gid
+                        .as_raw(),
+                ),
+                None => None,
+            };
             let opts = SwitchOptions {
                 dir: dir.clone(),
+                gid,
                 vxlan: args.vxlan.clone(),
                 mode: args.vde_mode,
                 mac: Mac(addrs::thread_mac(&args.iface, u16::MAX)),

@@ -52,6 +52,8 @@ pub struct SwitchOptions {
     pub vxlan: Vec<VxlanSpec>,
     /// Permissions of the directory and the control socket (`vde_switch -m`).
     pub mode: u32,
+    /// Group of the directory and the control socket (`vde_switch -g`).
+    pub gid: Option<u32>,
     /// The switch's own MAC (its endpoint's address in the classifier).
     pub mac: Mac,
     /// Most MACs learned behind one port.
@@ -208,7 +210,7 @@ impl Switch {
             .map_err(io_err(format!("a broadcast tap on {}", dp.iface())))?;
         let listener = match &opts.dir {
             Some(dir) => Some(
-                VdeListener::bind(dir, opts.mode)
+                VdeListener::bind(dir, opts.mode, opts.gid)
                     .map_err(io_err(format!("serving {}", dir.display())))?,
             ),
             None => None,

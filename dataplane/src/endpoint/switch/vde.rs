@@ -198,9 +198,9 @@ const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl VdeListener {
     /// Serves `dir` (made if missing) with mode `mode` on the directory and the control
-    /// socket, as `vde_switch -m` does. A stale `ctl` of a dead switch is replaced; a live
-    /// one is an error.
-    pub fn bind(dir: &Path, mode: u32) -> io::Result<Self> {
+    /// socket, and group `gid` if given, as `vde_switch -m` and `-g` do. A stale `ctl` of a
+    /// dead switch is replaced; a live one is an error.
+    pub fn bind(dir: &Path, mode: u32, gid: Option<u32>) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o100))?;
         let ctl_path = dir.join("ctl");
@@ -215,6 +215,10 @@ impl VdeListener {
         }
         let ctl = UnixListener::bind(&ctl_path)?;
         fs::set_permissions(&ctl_path, fs::Permissions::from_mode(mode & 0o666))?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(dir, None, Some(gid))?;
+            std::os::unix::fs::chown(&ctl_path, None, Some(gid))?;
+        }
         ctl.set_nonblocking(true)?;
         Ok(Self {
             dir: dir.to_owned(),
