@@ -764,3 +764,74 @@ fn hostile_vde_clients_harm_nobody_and_leak_nothing() {
     );
     println!("hostile clients: {summary}");
 }
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn a_vxvde_client_on_host_2_joins_without_a_switch() {
+    let pair = VethPair::new("vxv", 1).expect("veth pair");
+    pair.peer
+        .ip(&["route", "add", "224.0.0.0/4", "dev", &pair.peer_if])
+        .expect("multicast route");
+    let dir = TempDir::new("vxv");
+    let sw = dir.0.to_string_lossy().into_owned();
+    let mut c = pair.host.command(env!("CARGO_BIN_EXE_ioth"));
+    c.args(["serve", "--iface", &pair.host_if, "--threads", "1"])
+        .args(["--ipv4", "10.201.0.11/24", "--vde", &sw])
+        .args(["--vxvde", &format!(",dev={}", pair.host_if)])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut server = c.spawn().expect("ioth serve");
+    let out = server.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        use std::io::BufRead as _;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let l = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("ioth serve did not become ready");
+        let last = l.starts_with("ready threads=");
+        seen.push(l);
+        if last {
+            break;
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("vxvde port to 239.0.0.1 vni 1 port 14789")),
+        "{seen:?}"
+    );
+    let _server = Bg(server);
+    // Host 2: vdeplug4's own vxvde client, a tap on the multicast VDE network.
+    let _vxvde = bg(
+        &pair.peer,
+        "vde_plug",
+        &[
+            &format!("vxvde://239.0.0.1/if={}", pair.peer_if),
+            "tap://vx1",
+        ],
+    );
+    wait_for_link(&pair.peer, "vx1");
+    pair.peer
+        .ip(&["addr", "add", "10.201.0.2/24", "dev", "vx1"])
+        .expect("addr");
+    pair.peer.ip(&["link", "set", "vx1", "up"]).expect("up");
+    let (port, _plug) = plugged(
+        "vxv-c",
+        &dir.url(""),
+        "vde0",
+        "10.201.0.50/24",
+        "fd00:201::50/64",
+    );
+    ping(&pair.peer, "10.201.0.50");
+    ping(&pair.peer, "10.201.0.11");
+    ping(&port, "10.201.0.2");
+    println!("vxvde: host 2's vde_plug vxvde:// reaches a VDE port and a thread, and back");
+}

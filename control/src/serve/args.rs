@@ -4,6 +4,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ioth_dataplane::{Congestion, ModeRequest};
 
+fn parse_vxvde(s: &str) -> Result<ioth_dataplane::endpoint::switch::vxlan::VxlanSpec, String> {
+    ioth_dataplane::endpoint::switch::vxlan::VxlanSpec::vxvde(s)
+}
+
 fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
@@ -67,6 +71,11 @@ pub struct ServeArgs {
     /// `REMOTE|GROUP[,vni=N][,port=P][,dev=IF]`; interoperates with Linux's vxlan device.
     #[arg(long, value_name = "SPEC")]
     pub vxlan: Vec<ioth_dataplane::endpoint::switch::vxlan::VxlanSpec>,
+    /// Join a vxvde network (vdeplug4's `vxvde://`, repeatable): `[GROUP][,vni=N][,port=P],dev=IF`
+    /// (defaults 239.0.0.1, VNI 1, port 14789), so VDE clients on other hosts join without a
+    /// switch.
+    #[arg(long, value_name = "SPEC", value_parser = parse_vxvde)]
+    pub vxvde: Vec<ioth_dataplane::endpoint::switch::vxlan::VxlanSpec>,
     /// Permissions of the switch directory and its control socket, octal (`vde_switch -m`).
     #[arg(long, default_value = "700", value_parser = parse_mode)]
     pub vde_mode: u32,

@@ -50,7 +50,8 @@ use worker::{WorkerArgs, worker};
 
 /// Runs `ioth serve` until SIGINT/SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<()> {
-    if args.threads == 0 && args.vde.is_none() && args.vxlan.is_empty() {
+    let tunnels: Vec<_> = args.vxlan.iter().chain(&args.vxvde).cloned().collect();
+    if args.threads == 0 && args.vde.is_none() && tunnels.is_empty() {
         bail!("--threads must be at least 1 (or serve a switch with --vde or --vxlan)");
     }
     let configs = stack_configs(args)?;
@@ -135,7 +136,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .iter()
         .map(|(a, p)| format!("{}:{p}", format!("{a:?}").to_lowercase()))
         .collect();
-    let switch = match (&args.vde, args.vxlan.is_empty()) {
+    let switch = match (&args.vde, tunnels.is_empty()) {
         (None, true) => None,
         (vde, _) => {
             let dir = vde.as_ref().map(|d| {
@@ -155,7 +156,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             let opts = SwitchOptions {
                 dir: dir.clone(),
                 gid,
-                vxlan: args.vxlan.clone(),
+                vxlan: tunnels.clone(),
                 mode: args.vde_mode,
                 mac: Mac(addrs::thread_mac(&args.iface, u16::MAX)),
                 max_macs_per_port: args.vde_macs_per_port,
@@ -171,9 +172,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             if let Some(d) = &dir {
                 say!("vde switch {} ready", d.display());
             }
-            for v in &args.vxlan {
+            for v in &tunnels {
                 say!(
-                    "vxlan port to {} vni {} port {} ready",
+                    "{} port to {} vni {} port {} ready",
+                    if v.learn_ports { "vxvde" } else { "vxlan" },
                     v.remote,
                     v.vni,
                     v.port

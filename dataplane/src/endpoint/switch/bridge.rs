@@ -340,7 +340,7 @@ impl Switch {
                 let slot = self.slots.get(id)?.id().0;
                 let (kind, description, pid) = match p {
                     Port::Vde(v) => ("vde", v.description.clone(), v.pid),
-                    Port::Vxlan(x) => ("vxlan", x.describe(), None),
+                    Port::Vxlan(x) => (x.kind(), x.describe(), None),
                 };
                 Some(PortInfo {
                     slot,

@@ -41,6 +41,35 @@ pub struct VxlanSpec {
     pub port: u16,
     /// The interface multicast goes through (a group needs one).
     pub dev: Option<String>,
+    /// vxvde (vdeplug4's `vxvde://`): peers send from ephemeral ports, so a learned MAC is
+    /// remembered behind the sender's IP *and port*; else (Linux's vxlan) behind its IP,
+    /// reached at the VXLAN port.
+    pub learn_ports: bool,
+}
+
+/// vxvde's defaults: group 239.0.0.1, port 14789, VNI 1.
+pub const VXVDE_GROUP: Ipv4Addr = Ipv4Addr::new(239, 0, 0, 1);
+/// vxvde's UDP port.
+pub const VXVDE_PORT: u16 = 14789;
+
+impl VxlanSpec {
+    /// A vxvde spec: `[GROUP][,vni=N][,port=P],dev=IF` (defaults 239.0.0.1, 1, 14789).
+    pub fn vxvde(s: &str) -> Result<Self, String> {
+        let full = if s.is_empty() || s.starts_with(',') {
+            format!("{VXVDE_GROUP}{s}")
+        } else {
+            s.to_owned()
+        };
+        let mut spec: VxlanSpec = full.parse()?;
+        if !full.contains("port=") {
+            spec.port = VXVDE_PORT;
+        }
+        spec.learn_ports = true;
+        if !spec.remote.is_multicast() {
+            return Err(format!("{s:?}: vxvde needs a multicast group"));
+        }
+        Ok(spec)
+    }
 }
 
 impl FromStr for VxlanSpec {
@@ -57,6 +86,7 @@ impl FromStr for VxlanSpec {
             vni: 1,
             port: VXLAN_PORT,
             dev: None,
+            learn_ports: false,
         };
         for p in parts {
             let (k, v) = p
@@ -106,7 +136,7 @@ pub struct VxlanPort {
     receiver: UdpSocket,
     spec: VxlanSpec,
     default_dst: SockAddr,
-    remotes: HashMap<Mac, (IpAddr, Instant)>,
+    remotes: HashMap<Mac, (SocketAddr, Instant)>,
     header: [u8; HEADER],
 }
 
@@ -148,6 +178,15 @@ impl VxlanPort {
         self.socket.as_raw_fd()
     }
 
+    /// `vxlan` or `vxvde`.
+    pub fn kind(&self) -> &'static str {
+        if self.spec.learn_ports {
+            "vxvde"
+        } else {
+            "vxlan"
+        }
+    }
+
     /// What it is, for reports.
     pub fn describe(&self) -> String {
         format!(
@@ -170,7 +209,11 @@ impl VxlanPort {
             }
             buf.copy_within(HEADER..n, 0);
             let len = n - HEADER;
-            let ip = from.ip();
+            let sender = if self.spec.learn_ports {
+                from
+            } else {
+                SocketAddr::new(from.ip(), self.spec.port)
+            };
             if buf[6] & 1 == 0
                 && (self.remotes.len() < MAX_REMOTES
                     || self
@@ -178,7 +221,7 @@ impl VxlanPort {
                         .contains_key(&Mac(buf[6..12].try_into().unwrap_or_default())))
             {
                 let src = Mac(buf[6..12].try_into().unwrap_or_default());
-                self.remotes.insert(src, (ip, Instant::now()));
+                self.remotes.insert(src, (sender, Instant::now()));
             }
             return Ok(Some(len));
         }
@@ -191,7 +234,7 @@ impl VxlanPort {
             .get(0..6)
             .and_then(|d| self.remotes.get(&Mac(d.try_into().unwrap_or_default())))
             .filter(|(_, seen)| seen.elapsed() < REMOTE_AGE)
-            .map(|(ip, _)| SockAddr::from(SocketAddr::new(*ip, self.spec.port)));
+            .map(|(addr, _)| SockAddr::from(*addr));
         let dst = learned.as_ref().unwrap_or(&self.default_dst);
         self.socket
             .send_to_vectored(&[IoSlice::new(&self.header), IoSlice::new(frame)], dst)
@@ -218,6 +261,15 @@ mod tests {
         );
         let g: VxlanSpec = "239.1.1.1,vni=7,port=8472,dev=veth0".parse().unwrap();
         assert_eq!((g.port, g.dev.as_deref()), (8472, Some("veth0")));
+        let v = VxlanSpec::vxvde(",dev=veth0").unwrap();
+        assert_eq!(
+            (v.remote, v.port, v.vni, v.learn_ports),
+            (IpAddr::V4(VXVDE_GROUP), VXVDE_PORT, 1, true)
+        );
+        assert!(
+            VxlanSpec::vxvde("10.0.0.1,dev=x").is_err(),
+            "vxvde is multicast"
+        );
         for bad in [
             "",
             "x",
