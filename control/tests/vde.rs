@@ -264,6 +264,53 @@ fn vde_clients_reach_the_nic_and_each_other_through_ioth() {
         "{table}"
     );
     println!("{table}");
+    // A port is captured like a thread: both directions of its frames, for tcpdump.
+    let slot = pa["slot"].as_u64().expect("slot");
+    let pcap = std::env::temp_dir().join(format!("ioth-vde-port-{}.pcap", std::process::id()));
+    let mut cap = pair
+        .host
+        .command(env!("CARGO_BIN_EXE_ioth"))
+        .args([
+            "capture",
+            &format!("slot:{slot}"),
+            "-c",
+            "4",
+            "-w",
+            &pcap.to_string_lossy(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ioth capture");
+    thread::sleep(Duration::from_millis(500));
+    ping(&pair.peer, "10.99.0.50");
+    let st = wait_exit(&mut cap, 10);
+    assert!(st.success(), "ioth capture of a port");
+    let out = std::process::Command::new("tcpdump")
+        .args(["-nn", "-r", &pcap.to_string_lossy()])
+        .output()
+        .expect("tcpdump");
+    let _ = std::fs::remove_file(&pcap);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("> 10.99.0.50: ICMP echo request")
+            && text.contains("IP 10.99.0.50 > 10.99.0.2: ICMP echo reply"),
+        "{text}"
+    );
+    // Its transmit counters are published like a thread's.
+    thread::sleep(Duration::from_millis(400));
+    let eps = ioth_json(
+        &pair.host,
+        &["endpoints", "--iface", &pair.host_if, "--json"],
+    );
+    let tx = eps
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|e| e["slot"].as_u64() == Some(slot))
+        .and_then(|e| e["tx_packets"].as_u64())
+        .unwrap_or(0);
+    assert!(tx > 0, "the port's frames sent are counted: {eps}");
     // The metrics count the ports like the threads, told apart by `kind`.
     let (ok, text) = peer_ok(
         &pair.host,

@@ -24,7 +24,8 @@ use super::{
     vxlan::{VxlanPort, VxlanSpec},
 };
 use crate::{
-    classifier::{ClassifierError, types::PortInfo},
+    capture::{Direction, TapRegistration},
+    classifier::{ClassifierError, EndpointId, TxPublisher, types::PortInfo},
     endpoint::{
         dataplane::{Dataplane, DataplaneError},
         thread::EndpointGuard,
@@ -167,6 +168,41 @@ pub fn spawn(
     }
 }
 
+/// A port's endpoint: registration, capture tap, transmit counters.
+struct PortSlot {
+    guard: EndpointGuard,
+    tap: TapRegistration,
+    publisher: Option<TxPublisher>,
+    /// Frames and bytes the port sent (its "transmit", as a thread stack's), and what was
+    /// last published.
+    sent: (u64, u64),
+    published: (u64, u64),
+}
+
+impl PortSlot {
+    fn id(&self) -> EndpointId {
+        self.guard.id()
+    }
+
+    /// Publishes the transmit counters if they changed (one map write).
+    fn publish(&mut self) {
+        if self.sent == self.published {
+            return;
+        }
+        if let Some(p) = &mut self.publisher {
+            let v = ioth_common::EndpointTx {
+                tx_packets: self.sent.0,
+                tx_bytes: self.sent.1,
+                ..Default::default()
+            };
+            if let Err(e) = p.publish(&v) {
+                log::debug!("vde: publishing a port's counters: {e}");
+            }
+        }
+        self.published = self.sent;
+    }
+}
+
 struct Switch {
     raw: crate::endpoint::raw::RawEndpoint,
     rx: Vec<RxPart>,
@@ -176,8 +212,9 @@ struct Switch {
     listener: Option<VdeListener>,
     core: SwitchCore,
     ports: BTreeMap<PortId, Port>,
-    /// Each port's own endpoint in the classifier (its learned MACs, its counters).
-    slots: BTreeMap<PortId, EndpointGuard>,
+    /// Each port's own endpoint in the classifier (its learned MACs, its counters), its
+    /// capture tap and its published transmit counters.
+    slots: BTreeMap<PortId, PortSlot>,
     /// Where the ports are described for other processes (`ioth endpoints`).
     ports_file: PathBuf,
     /// The switch on the data plane's local segment: frames to and from thread stacks.
@@ -324,8 +361,26 @@ impl Switch {
     /// Gives port `id` its classifier endpoint.
     fn open_slot(&mut self, id: PortId, report: &dyn Fn(String)) {
         match self.raw.add_port(id) {
-            Ok(g) => {
-                self.slots.insert(id, g);
+            Ok(guard) => {
+                let slot = guard.id();
+                let publisher = {
+                    let c = self
+                        .raw
+                        .classifier()
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    c.tx_publisher(slot).ok()
+                };
+                self.slots.insert(
+                    id,
+                    PortSlot {
+                        tap: crate::capture::register(&self.iface, slot.0),
+                        guard,
+                        publisher,
+                        sent: (0, 0),
+                        published: (0, 0),
+                    },
+                );
             }
             Err(e) => report(format!("vde: port {id}: no classifier endpoint: {e}")),
         }
@@ -363,6 +418,7 @@ impl Switch {
 
     fn run(&mut self, stop: &AtomicBool, report: &dyn Fn(String)) {
         let mut expired_at = self.now();
+        let mut published_at = self.now();
         self.refresh_forbidden();
         let tunnels: Vec<PortId> = self.ports.keys().copied().collect();
         for id in tunnels {
@@ -399,6 +455,12 @@ impl Switch {
                 }
             }
             let now = self.now();
+            if now - published_at >= Duration::from_millis(250) {
+                published_at = now;
+                for ps in self.slots.values_mut() {
+                    ps.publish();
+                }
+            }
             if now - expired_at >= Duration::from_secs(1) {
                 expired_at = now;
                 for (mac, port) in self.core.expire(now) {
@@ -526,10 +588,16 @@ impl Switch {
             return;
         }
         let Some(s) = src(&self.buf[..n]) else { return };
-        let Some(slot) = self.slots.get(&id).map(EndpointGuard::id) else {
+        let Some(ps) = self.slots.get_mut(&id) else {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        ps.sent.0 += 1;
+        ps.sent.1 += n as u64;
+        if ps.tap.tap().active() {
+            ps.tap.tap().record(Direction::Tx, &self.buf[..n]);
+        }
+        let slot = ps.id();
         match self.core.learn(s, id, now) {
             Learned::New => {
                 if let Err(e) = self.raw.claim(slot, s) {
@@ -547,7 +615,7 @@ impl Switch {
             Learned::Refreshed => {}
             Learned::Moved { from } => {
                 // The station moved to another port: so does its claim.
-                if let Some(old) = self.slots.get(&from).map(EndpointGuard::id) {
+                if let Some(old) = self.slots.get(&from).map(PortSlot::id) {
                     let _ = self.raw.release(old, s);
                 }
                 if self.raw.claim(slot, s).is_err() {
@@ -603,6 +671,12 @@ impl Switch {
             .ports
             .get(&p)
             .is_some_and(|port| port.send(&self.buf[..n]));
+        if sent
+            && let Some(ps) = self.slots.get(&p)
+            && ps.tap.tap().active()
+        {
+            ps.tap.tap().record(Direction::Rx, &self.buf[..n]);
+        }
         let c = if sent {
             &self.counters.to_ports
         } else {
