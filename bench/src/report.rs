@@ -231,6 +231,37 @@ pub fn markdown(r: &Report) -> String {
             None,
         ));
     }
+    // Ports (issue 11): a kernel server behind a VDE port of ioth, against the same behind
+    // VirtualSquare's libpcap way and behind a Linux bridge.
+    for (other, goal) in [("vde-pcap", 3.0), ("bridge", 1.0)] {
+        for w in ["udp-echo-64B", "tcp-rr-64B-1conn"] {
+            let (a, b) = (find(r, "vde-ioth", w, 1, 1), find(r, other, w, 1, 1));
+            let p99 = (other == "bridge")
+                .then(|| {
+                    a.zip(b).and_then(|(a, b)| {
+                        let (x, y) = (a.metrics.get("p99_us")?, b.metrics.get("p99_us")?);
+                        Some((
+                            x.median <= y.median,
+                            format!("p99 {:.0} µs vs {:.0} µs", x.median, y.median),
+                        ))
+                    })
+                })
+                .flatten();
+            s.push_str(&target(
+                &format!(
+                    "Behind a port ({w}): ioth's VDE switch / {other}{}",
+                    if other == "bridge" {
+                        ", p99 ≤ bridge"
+                    } else {
+                        ""
+                    }
+                ),
+                goal,
+                a.zip(b).and_then(|(a, b)| ratio(&a.rate, &b.rate)),
+                p99,
+            ));
+        }
+    }
     s.push_str(
         "\nA verdict is *met* only if the whole spread (worst rep against best rep) meets the goal. \
          Endpoint scaling is a paired comparison: each 10,000-endpoint repetition runs right \

@@ -47,6 +47,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("vde2", "tests: vde_switch, a real VDE switch to cascade"),
     ("vdeplug", "tests: vde_plug and dpipe, real VDE clients"),
     ("vdens", "tests: a namespace plugged into a VDE network"),
+    (
+        "libvdeplug-pcap",
+        "bench: vdeplug4's pcap:// plugin, VirtualSquare's NIC-to-VDE way",
+    ),
 ];
 
 /// The bpf-linker release and the LLVM majors it can link (its cargo features).

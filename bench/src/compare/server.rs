@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use ioth_dataplane::netns::{NetNs, VethPair};
 
 use super::systems::*;
@@ -161,12 +161,104 @@ pub(crate) struct Running {
     pub(crate) targets: Vec<Target>,
     /// `ioth serve`'s metrics address (in the server namespace).
     pub(crate) metrics: Option<SocketAddr>,
+    /// What carries frames to a namespace behind a port or bridge (its CPU is the
+    /// server side's too), and that namespace.
+    pub(crate) chain: Vec<Helper>,
+    pub(crate) _behind: Option<NetNs>,
 }
 
 impl Running {
     pub(crate) fn cpu_seconds(&self) -> f64 {
-        self.servers.iter().map(Server::cpu_seconds).sum()
+        self.servers.iter().map(Server::cpu_seconds).sum::<f64>()
+            + self.chain.iter().map(Helper::cpu_seconds).sum::<f64>()
     }
+}
+
+/// A process of a port chain (vde_plug, vde_switch, vde_pcapplug), pinned to the server
+/// CPU, killed on drop. Its stdin is a pipe kept open (vde_switch's console quits at EOF).
+pub(crate) struct Helper {
+    child: Child,
+    _stdin: Option<ChildStdin>,
+}
+
+impl Helper {
+    pub(crate) fn start(ns: &NetNs, program: &str, args: &[&str]) -> Result<Self> {
+        let mut child = ns
+            .command("taskset")
+            .args(["-c", "0", program])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {program}"))?;
+        let stdin = child.stdin.take();
+        Ok(Self {
+            child,
+            _stdin: stdin,
+        })
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let rest = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The namespace behind a port: its interface `ifname` (made by `make`), address `addr`,
+/// and a kernel server on it. Returns the namespace, the server and the target.
+fn behind(
+    c: &Ctx<'_>,
+    ifname: &str,
+    addr: Ipv4Addr,
+    make: impl FnOnce(&NetNs) -> Result<Vec<Helper>>,
+) -> Result<(NetNs, Vec<Helper>, Server, Target)> {
+    let ns = NetNs::new("bench-vb")?;
+    let chain = make(&ns)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ns.ip(&["link", "show", ifname]).is_err() {
+        if Instant::now() > deadline {
+            bail!("{ifname} did not appear behind the port");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", ifname])?;
+    ns.ip(&["link", "set", ifname, "up"])?;
+    let out = ns.exec("cat", &[&format!("/sys/class/net/{ifname}/address")])?;
+    let mac = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<ioth_dataplane::wire::Mac>()
+        .map_err(anyhow::Error::from)?
+        .0;
+    let server = Server::start(
+        &ns,
+        &c.self_exe,
+        &[
+            "kernel-server".into(),
+            "--threads".into(),
+            "1".into(),
+            "--ip".into(),
+            addr.to_string(),
+        ],
+        "ready kernel-server",
+    )?;
+    Ok((ns, chain, server, Target { ip: addr, mac }))
+}
+
+/// The VDE switch directories of the port systems.
+fn vde_dir(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ioth-bench-{tag}-{}", std::process::id()))
 }
 
 pub(crate) struct Ctx<'a> {
@@ -320,19 +412,144 @@ pub(crate) fn start(c: &Ctx<'_>, system: System, threads: usize) -> Result<Runni
             let (io, _, m) = start_ioth(c, 1, IOTH_BASE)?;
             (vec![s, io], vec![at(HOST)], Some(m))
         }
+        System::VdeIoth | System::VdePcapplug | System::LinuxBridge => {
+            return start_behind(c, system);
+        }
     };
     Ok(Running {
         system,
         servers,
         targets,
         metrics,
+        chain: Vec::new(),
+        _behind: None,
     })
 }
+
+/// A kernel server in a namespace behind a port of ioth's switch, of a vde_switch fed by
+/// vde_pcapplug, or of a Linux bridge.
+fn start_behind(c: &Ctx<'_>, system: System) -> Result<Running> {
+    let host = &c.pair.host;
+    let mut servers = Vec::new();
+    let mut chain = Vec::new();
+    let (ns, mut more, server, target) = match system {
+        System::VdeIoth => {
+            let dir = vde_dir("vde");
+            let _ = std::fs::remove_dir_all(&dir);
+            let d = dir.to_string_lossy().into_owned();
+            servers.push(Server::start(
+                host,
+                &c.ioth,
+                &[
+                    "serve".into(),
+                    "--iface".into(),
+                    c.pair.host_if.clone(),
+                    "--threads".into(),
+                    "0".into(),
+                    "--vde".into(),
+                    d.clone(),
+                ],
+                "ready threads=",
+            )?);
+            let url = format!("vde://{d}");
+            behind(c, "vdeb", VDE_IOTH_IP, |ns| {
+                Ok(vec![Helper::start(ns, "vde_plug", &[&url, "tap://vdeb"])?])
+            })?
+        }
+        System::VdePcapplug => {
+            let dir = vde_dir("pcap");
+            let _ = std::fs::remove_dir_all(&dir);
+            let d = dir.to_string_lossy().into_owned();
+            // libpcap hands frames on as the veth delivered them: the load side's kernel must
+            // put complete checksums in (no offload), or the namespace behind drops them (a
+            // veth artefact: frames from a real wire carry complete checksums). ioth's
+            // switch completes them itself.
+            c.pair.peer_offloads_off()?;
+            chain.push(Helper::start(host, "vde_switch", &["-s", &d])?);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !dir.join("ctl").exists() {
+                if Instant::now() > deadline {
+                    bail!("vde_switch did not start");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // vdeplug4's pcap plugin: libpcap on the NIC into the switch. (vde2's own
+            // vde_pcapplug 2.3.2 delivers nothing at low rates with Debian 12's libpcap 1.10:
+            // it waits for a TPACKET_V3 block to fill; see bench/README.md.)
+            chain.push(Helper::start(
+                host,
+                "vde_plug",
+                &[&format!("vde://{d}"), &format!("pcap://{}", c.pair.host_if)],
+            )?);
+            let url = format!("vde://{d}");
+            behind(c, "vdeb", VDE_PCAP_IP, |ns| {
+                Ok(vec![Helper::start(ns, "vde_plug", &[&url, "tap://vdeb"])?])
+            })?
+        }
+        System::LinuxBridge => {
+            let hif = c.pair.host_if.clone();
+            behind(c, "brb", BRIDGE_IP, |ns| {
+                host.ip(&["link", "add", "br-bench", "type", "bridge"])?;
+                host.ip(&["link", "set", &hif, "master", "br-bench"])?;
+                host.ip(&[
+                    "link",
+                    "add",
+                    "bra",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "brb",
+                    "netns",
+                    ns.name(),
+                ])?;
+                host.ip(&["link", "set", "bra", "master", "br-bench"])?;
+                host.ip(&["link", "set", "bra", "up"])?;
+                host.ip(&["link", "set", "br-bench", "up"])?;
+                Ok(Vec::new())
+            })?
+        }
+        _ => unreachable!("start_behind serves the port systems"),
+    };
+    servers.push(server);
+    chain.append(&mut more);
+    Ok(Running {
+        system,
+        servers,
+        targets: vec![target],
+        metrics: None,
+        chain,
+        _behind: Some(ns),
+    })
+}
+
+/// Address of the namespace behind each port system.
+const VDE_IOTH_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 71);
+const VDE_PCAP_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 72);
+const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 73);
 
 /// Undoes what [`start`] changed in the topology (the servers stop on drop).
 pub(crate) fn stop(c: &Ctx<'_>, r: Running) -> Result<()> {
     let system = r.system;
     drop(r);
+    match system {
+        System::LinuxBridge => {
+            c.pair.host.ip(&["link", "del", "br-bench"])?;
+            let _ = c.pair.host.ip(&["link", "del", "bra"]);
+            c.pair.host.ip(&["link", "set", &c.pair.host_if, "up"])?;
+        }
+        System::VdeIoth => {
+            let _ = std::fs::remove_dir_all(vde_dir("vde"));
+        }
+        System::VdePcapplug => {
+            let _ = std::fs::remove_dir_all(vde_dir("pcap"));
+            c.pair.peer.exec(
+                "ethtool",
+                &["-K", &c.pair.peer_if, "tx", "on", "tso", "on", "gso", "on"],
+            )?;
+        }
+        _ => {}
+    }
     if system == System::RawAfxdp {
         c.pair.peer.exec(
             "ethtool",

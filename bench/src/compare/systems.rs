@@ -22,10 +22,17 @@ pub enum System {
     HostDetached,
     /// The same with `ioth serve` (1 thread, other IP) attached to the interface.
     HostAttached,
+    /// A kernel server in a namespace behind a VDE port of `ioth serve --vde` (vde_plug tap).
+    VdeIoth,
+    /// The same behind VirtualSquare's way: libpcap on the NIC into a `vde_switch`
+    /// (vdeplug4's `vde_plug vde://DIR pcap://IF`), the namespace on a `vde_plug` tap.
+    VdePcapplug,
+    /// The same behind the kernel's way: the NIC and a veth into the namespace in a bridge.
+    LinuxBridge,
 }
 
 impl System {
-    pub const ALL: [System; 8] = [
+    pub const ALL: [System; 11] = [
         System::Ioth,
         System::KernelIp,
         System::KernelReuseport,
@@ -34,6 +41,9 @@ impl System {
         System::SmoltcpTap,
         System::HostDetached,
         System::HostAttached,
+        System::VdeIoth,
+        System::VdePcapplug,
+        System::LinuxBridge,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +56,9 @@ impl System {
             System::SmoltcpTap => "smoltcp-tap",
             System::HostDetached => "host-detached",
             System::HostAttached => "host-attached",
+            System::VdeIoth => "vde-ioth",
+            System::VdePcapplug => "vde-pcap",
+            System::LinuxBridge => "bridge",
         }
     }
 
@@ -64,6 +77,9 @@ impl System {
             }
             System::HostDetached | System::HostAttached => {
                 matches!(w, TcpRr(64) | TcpBulkUp | TcpBulkEcho)
+            }
+            System::VdeIoth | System::VdePcapplug | System::LinuxBridge => {
+                matches!(w, UdpEcho | TcpRr(1) | TcpRr(64))
             }
         }
     }
