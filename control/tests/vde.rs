@@ -563,6 +563,39 @@ fn ioth_run_gives_an_unmodified_program_its_own_address_and_its_exit_status() {
     println!("ioth run: exit status, stdout, a server inside, SIGTERM and Ctrl-C, cleanup: ok");
 }
 
+/// `ioth serve ARGS` on the host side, read up to its final ready line (its lines returned);
+/// killed on drop.
+fn serve_ready(pair: &VethPair, args: &[&str]) -> (Bg, Vec<String>) {
+    let mut c = pair.host.command(env!("CARGO_BIN_EXE_ioth"));
+    c.args(["serve", "--iface", &pair.host_if])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut server = Bg(c.spawn().expect("ioth serve"));
+    let out = server.0.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        use std::io::BufRead as _;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let l = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("ioth serve did not become ready");
+        let last = l.starts_with("ready threads=");
+        seen.push(l);
+        if last {
+            return (server, seen);
+        }
+    }
+}
+
 /// Host 2: Linux's own VXLAN device in the peer namespace, `vx0` at 10.200.0.2/24 — unicast
 /// to ioth's host address, or a multicast group.
 fn host2_vxlan(pair: &VethPair, group: bool) {
@@ -608,33 +641,21 @@ fn a_kernel_vxlan_on_host_2_reaches_a_thread_and_a_vde_port_on_host_1() {
             "10.99.0.2,vni=42".to_owned()
         };
         // The thread's addresses are on the VXLAN segment, not the NIC's LAN.
-        let mut c = pair.host.command(env!("CARGO_BIN_EXE_ioth"));
-        c.args(["serve", "--iface", &pair.host_if, "--threads", "1"])
-            .args(["--ipv4", "10.200.0.11/24", "--ipv6", "fd00:200::11/64"])
-            .args(["--vde", &sw, "--vxlan", &spec])
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null());
-        let mut server = c.spawn().expect("ioth serve");
-        let out = server.stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            use std::io::BufRead as _;
-            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let l = lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("ioth serve did not become ready");
-            if l.starts_with("ready threads=") {
-                break;
-            }
-        }
-        let _server = Bg(server);
+        let (_server, _) = serve_ready(
+            &pair,
+            &[
+                "--threads",
+                "1",
+                "--ipv4",
+                "10.200.0.11/24",
+                "--ipv6",
+                "fd00:200::11/64",
+                "--vde",
+                &sw,
+                "--vxlan",
+                &spec,
+            ],
+        );
         let (port, _plug) = plugged(
             if group { "vxg-c" } else { "vxu-c" },
             &dir.url(""),
@@ -821,41 +842,25 @@ fn a_vxvde_client_on_host_2_joins_without_a_switch() {
         .expect("multicast route");
     let dir = TempDir::new("vxv");
     let sw = dir.0.to_string_lossy().into_owned();
-    let mut c = pair.host.command(env!("CARGO_BIN_EXE_ioth"));
-    c.args(["serve", "--iface", &pair.host_if, "--threads", "1"])
-        .args(["--ipv4", "10.201.0.11/24", "--vde", &sw])
-        .args(["--vxvde", &format!(",dev={}", pair.host_if)])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null());
-    let mut server = c.spawn().expect("ioth serve");
-    let out = server.stdout.take().expect("stdout");
-    let (tx, lines) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        use std::io::BufRead as _;
-        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    loop {
-        let l = lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("ioth serve did not become ready");
-        let last = l.starts_with("ready threads=");
-        seen.push(l);
-        if last {
-            break;
-        }
-    }
+    let vxvde = format!(",dev={}", pair.host_if);
+    let (_server, seen) = serve_ready(
+        &pair,
+        &[
+            "--threads",
+            "1",
+            "--ipv4",
+            "10.201.0.11/24",
+            "--vde",
+            &sw,
+            "--vxvde",
+            &vxvde,
+        ],
+    );
     assert!(
         seen.iter()
             .any(|l| l.starts_with("vxvde port to 239.0.0.1 vni 1 port 14789")),
         "{seen:?}"
     );
-    let _server = Bg(server);
     // Host 2: vdeplug4's own vxvde client, a tap on the multicast VDE network.
     let _vxvde = bg(
         &pair.peer,

@@ -174,19 +174,8 @@ impl Dataplane {
             thread: config.thread,
             ..Default::default()
         };
-        let id = self.classifier().add_endpoint(&addrs)?;
-        // From here on the guard removes the entries whatever fails.
-        let guard = EndpointGuard::new(Arc::clone(&self.classifier), id);
-        let mut sockets = Vec::with_capacity(self.queues.len());
-        for q in &self.queues {
-            sockets.push(XskSocket::bind(q)?);
-        }
-        {
-            let mut c = self.classifier();
-            for s in &sockets {
-                c.set_socket(s.queue().queue(), id.0, s.as_raw_fd())?;
-            }
-        }
+        let (guard, sockets) = self.register(&addrs)?;
+        let id = guard.id();
         let mtu = config.mtu;
         // Stacks transmit through the socket of queue (thread % queues), spreading the
         // queues' locks and completion rings over the threads.
@@ -228,18 +217,27 @@ impl Dataplane {
             kind: EndpointKind::Switch,
             ..EndpointAddrs::default()
         };
-        let id = self.classifier().add_endpoint(&addrs)?;
+        let (guard, sockets) = self.register(&addrs)?;
+        Ok(RawEndpoint::new(guard, sockets, link.index, link.mtu))
+    }
+
+    /// Registers an endpoint owning `addrs`, binds a socket on every rx queue and puts the
+    /// sockets in the XskMap. The guard removes the entries whatever fails after it.
+    fn register(
+        &self,
+        addrs: &EndpointAddrs,
+    ) -> Result<(EndpointGuard, Vec<XskSocket>), DataplaneError> {
+        let id = self.classifier().add_endpoint(addrs)?;
         let guard = EndpointGuard::new(Arc::clone(&self.classifier), id);
         let mut sockets = Vec::with_capacity(self.queues.len());
         for q in &self.queues {
             sockets.push(XskSocket::bind(q)?);
         }
-        {
-            let mut c = self.classifier();
-            for s in &sockets {
-                c.set_socket(s.queue().queue(), id.0, s.as_raw_fd())?;
-            }
+        let mut c = self.classifier();
+        for s in &sockets {
+            c.set_socket(s.queue().queue(), id.0, s.as_raw_fd())?;
         }
-        Ok(RawEndpoint::new(guard, sockets, link.index, link.mtu))
+        drop(c);
+        Ok((guard, sockets))
     }
 }

@@ -59,9 +59,20 @@ pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<bool> {
         p.fd = *fd;
         p.events = libc::POLLIN;
     }
-    // SAFETY: `pfds[..n]` is a valid, initialised array of pollfd that outlives the call;
-    // poll(2) only writes their `revents`. The fds belong to objects the caller holds.
-    let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms.max(-1)) };
+    poll(&mut pfds[..n], timeout_ms)
+}
+
+/// poll(2) on `pfds`; an interrupted wait is `false`.
+fn poll(pfds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<bool> {
+    // SAFETY: `pfds` is a valid, initialised array of pollfd that outlives the call; poll(2)
+    // only writes their `revents`. The fds belong to objects the caller holds.
+    let r = unsafe {
+        libc::poll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            timeout_ms.max(-1),
+        )
+    };
     if r < 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EINTR) {
@@ -86,23 +97,7 @@ pub fn wait_readable_any(fds: &[RawFd], timeout_ms: i32) -> io::Result<bool> {
             revents: 0,
         })
         .collect();
-    // SAFETY: `pfds` is a valid, initialised array of pollfd that outlives the call; poll(2)
-    // only writes their `revents`.
-    let r = unsafe {
-        libc::poll(
-            pfds.as_mut_ptr(),
-            pfds.len() as libc::nfds_t,
-            timeout_ms.max(-1),
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EINTR) {
-            return Ok(false);
-        }
-        return Err(e);
-    }
-    Ok(r > 0)
+    poll(&mut pfds, timeout_ms)
 }
 
 /// Errors of reading an interface's queues.

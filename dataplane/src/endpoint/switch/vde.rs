@@ -138,11 +138,7 @@ impl VdePort {
 
     /// The next frame from the client, if one is waiting.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        match self.data.recv(buf) {
-            Ok(n) => Ok(Some(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
+        recv_frame(&self.data, buf)
     }
 
     /// Sends a frame to the client; `false` if it was dropped (the client's queue is full,
@@ -393,11 +389,7 @@ impl VdeClient {
 
     /// The next frame from the switch, if one is waiting.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        match self.data.recv(buf) {
-            Ok(n) => Ok(Some(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
+        recv_frame(&self.data, buf)
     }
 
     /// Sends a frame to the switch; `false` if it was dropped.
@@ -415,6 +407,15 @@ impl Drop for VdeClient {
 impl Drop for VdeListener {
     fn drop(&mut self) {
         let _ = fs::remove_file(self.dir.join("ctl"));
+    }
+}
+
+/// One frame from a non-blocking data socket, if one is waiting.
+fn recv_frame(sock: &UnixDatagram, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match sock.recv(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
