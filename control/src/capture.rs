@@ -26,7 +26,7 @@ pub struct CaptureArgs {
     /// The endpoint: one of its IPv4 or IPv6 addresses, its MAC, or `slot:N`.
     pub endpoint: String,
     /// Only look on this interface (default: every interface with an ioth classifier).
-    #[arg(long)]
+    #[arg(long, value_parser = ioth_dataplane::sys::parse_ifname)]
     pub iface: Option<String>,
     /// Write the pcap here instead of standard output.
     #[arg(short = 'w', long = "write")]

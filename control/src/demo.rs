@@ -25,7 +25,7 @@ use ioth_dataplane::netns::{NetNs, VethPair, addrs};
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Serve on this interface instead of a private veth pair (needs --ipv4).
-    #[arg(long)]
+    #[arg(long, value_parser = ioth_dataplane::sys::parse_ifname)]
     pub iface: Option<String>,
     /// With --iface: first thread's IPv4 address and prefix.
     #[arg(long)]

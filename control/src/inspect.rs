@@ -8,7 +8,7 @@ use ioth_dataplane::classifier::view::{ClassifierView, attached_interfaces};
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// Only this interface (default: every interface with an ioth classifier).
-    #[arg(long)]
+    #[arg(long, value_parser = ioth_dataplane::sys::parse_ifname)]
     pub iface: Option<String>,
     /// Print JSON.
     #[arg(long)]
@@ -19,7 +19,7 @@ pub struct StatusArgs {
 #[derive(Debug, clap::Args)]
 pub struct EndpointsArgs {
     /// Only this interface (default: every interface with an ioth classifier).
-    #[arg(long)]
+    #[arg(long, value_parser = ioth_dataplane::sys::parse_ifname)]
     pub iface: Option<String>,
     /// Print JSON.
     #[arg(long)]
@@ -194,7 +194,7 @@ pub fn endpoints(args: &EndpointsArgs) -> Result<()> {
 #[derive(Debug, clap::Args)]
 pub struct AttachArgs {
     /// Interface.
-    #[arg(long)]
+    #[arg(long, value_parser = ioth_dataplane::sys::parse_ifname)]
     pub iface: String,
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = crate::serve::Mode::Auto)]
@@ -205,7 +205,7 @@ pub struct AttachArgs {
 #[derive(Debug, clap::Args)]
 pub struct IfaceArgs {
     /// Interface.
-    #[arg(long)]
+    #[arg(long, value_parser = ioth_dataplane::sys::parse_ifname)]
     pub iface: String,
 }
 

@@ -481,7 +481,7 @@ pub struct ExporterArgs {
     #[arg(long)]
     pub listen: String,
     /// Only this interface (default: every interface with an ioth classifier).
-    #[arg(long)]
+    #[arg(long, value_parser = ioth_dataplane::sys::parse_ifname)]
     pub iface: Option<String>,
     /// Seconds between sweeps that remove endpoints of dead owners from pinned attachments
     /// (0: never), so a SIGKILLed server's addresses do not stay claimed until the next

@@ -25,7 +25,7 @@ use ratatui::{
 #[derive(Debug, clap::Args)]
 pub struct TopArgs {
     /// Only this interface (default: every interface with an ioth classifier).
-    #[arg(long)]
+    #[arg(long, value_parser = ioth_dataplane::sys::parse_ifname)]
     pub iface: Option<String>,
     /// Seconds between refreshes.
     #[arg(long, default_value_t = 1.0)]

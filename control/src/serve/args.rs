@@ -53,7 +53,7 @@ impl From<Mode> for ModeRequest {
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Interface to attach to.
-    #[arg(long)]
+    #[arg(long, value_parser = ioth_dataplane::sys::parse_ifname)]
     pub iface: String,
     /// Worker threads; thread i owns the (i+1)-th address of each range (0 with --vde: a
     /// switch only).

@@ -41,6 +41,9 @@ pub enum PinError {
         /// Its pin directory.
         dir: String,
     },
+    /// The name cannot be an interface's (and must not become a path).
+    #[error("{0:?} is not an interface name")]
+    BadName(String),
     /// There is no pinned attachment.
     #[error("{0} has no pinned ioth attachment")]
     NotAttached(String),
@@ -113,8 +116,17 @@ pub fn ensure_bpffs() -> Result<()> {
     mount::mount_bpffs(&root).map_err(io(format!("mounting bpffs at {root_s}")))
 }
 
+fn check_name(iface: &str) -> Result<()> {
+    if crate::sys::valid_ifname(iface) {
+        Ok(())
+    } else {
+        Err(PinError::BadName(iface.to_owned()))
+    }
+}
+
 /// Loads the classifier with pinned maps, attaches it to `iface` and pins the link.
 pub fn attach(iface: &str, mode: ModeRequest) -> Result<AttachMode> {
+    check_name(iface)?;
     ensure_bpffs()?;
     let d = dir(iface);
     if d.exists() {
@@ -167,6 +179,7 @@ fn remove_dir(d: &PathBuf) -> Result<()> {
 
 /// Removes the pinned attachment of `iface`: the program detaches once no process holds it.
 pub fn detach(iface: &str) -> Result<()> {
+    check_name(iface)?;
     let d = dir(iface);
     if !d.exists() {
         return Err(PinError::NotAttached(iface.to_owned()));
@@ -178,6 +191,7 @@ pub fn detach(iface: &str) -> Result<()> {
 
 /// Opens the pinned classifier of `iface` (no new attachment), after checking the link pin.
 pub fn open(iface: &str) -> Result<Classifier> {
+    check_name(iface)?;
     let d = dir(iface);
     if !d.exists() {
         return Err(PinError::NotAttached(iface.to_owned()));

@@ -15,6 +15,30 @@ pub mod tap;
 
 use std::{io, os::fd::RawFd};
 
+/// Whether `name` can be a network interface's name, by the kernel's own rule
+/// (`dev_valid_name`): 1 to 15 bytes, not `.` or `..`, no `/`, `:` or white space. Names
+/// become paths (pins, switch directories), so nothing else may get that far.
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < libc::IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+}
+
+/// The same as a `Result`, for command-line parsers: the name, or why it cannot be one.
+pub fn parse_ifname(name: &str) -> Result<String, String> {
+    if valid_ifname(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{name:?} is not an interface name (1-15 bytes, no '/', ':' or spaces, not . or ..)"
+        ))
+    }
+}
+
 /// The runtime directory: capture sockets, port descriptions, default switch directories.
 pub const RUN_DIR: &str = "/run/ioth";
 
@@ -140,6 +164,27 @@ pub fn rx_queues(iface: &str) -> Result<u32, QueuesError> {
 mod tests {
     use super::*;
     use std::process::Command;
+
+    #[test]
+    fn interface_names_follow_the_kernels_rule() {
+        for good in ["eth0", "veth-ioth", "a", "enp0s31f6", "br.100", "x@y"] {
+            assert!(valid_ifname(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc",
+            "a/b",
+            "eth0:1",
+            "a b",
+            "sixteen-bytes-xx",
+            "\0",
+        ] {
+            assert!(!valid_ifname(bad), "{bad:?}");
+            assert!(parse_ifname(bad).is_err());
+        }
+    }
 
     #[test]
     fn loopback_has_one_queue_and_an_unknown_interface_is_a_clear_error() {
