@@ -167,6 +167,26 @@ impl Dataplane {
         now: smoltcp::time::Instant,
     ) -> Result<EndpointStack, DataplaneError> {
         config.validate()?;
+        // The MTU must fit a UMEM frame (with the kernel's receive headroom and an Ethernet
+        // header) and the interface.
+        let max_frame = crate::xsk::MAX_FRAME - 14;
+        if config.mtu > max_frame {
+            return Err(StackError::Mtu {
+                mtu: config.mtu,
+                max: max_frame,
+                why: "an AF_XDP frame of 2048 bytes less the kernel's headroom",
+            }
+            .into());
+        }
+        let link = self.link()?;
+        if config.mtu > link.mtu as usize {
+            return Err(StackError::Mtu {
+                mtu: config.mtu,
+                max: link.mtu as usize,
+                why: "the interface's MTU",
+            }
+            .into());
+        }
         let addrs = EndpointAddrs {
             mac: Some(config.mac),
             ipv4: config.ipv4.iter().map(|(a, _)| *a).collect(),
@@ -200,17 +220,7 @@ impl Dataplane {
         mac: Mac,
         thread: u32,
     ) -> Result<RawEndpoint, DataplaneError> {
-        let link = Rtnetlink::open()
-            .and_then(|mut nl| nl.link(&self.iface))
-            .map_err(|source| {
-                DataplaneError::Queues(QueuesError::Netlink {
-                    iface: self.iface.clone(),
-                    source,
-                })
-            })?
-            .ok_or_else(|| {
-                DataplaneError::Queues(QueuesError::NoSuchInterface(self.iface.clone()))
-            })?;
+        let link = self.link()?;
         let addrs = EndpointAddrs {
             mac: Some(mac.0),
             thread,
@@ -219,6 +229,19 @@ impl Dataplane {
         };
         let (guard, sockets) = self.register(&addrs)?;
         Ok(RawEndpoint::new(guard, sockets, link.index, link.mtu))
+    }
+
+    /// What the kernel says of the interface now.
+    fn link(&self) -> Result<crate::sys::netlink::Link, DataplaneError> {
+        Rtnetlink::open()
+            .and_then(|mut nl| nl.link(&self.iface))
+            .map_err(|source| {
+                DataplaneError::Queues(QueuesError::Netlink {
+                    iface: self.iface.clone(),
+                    source,
+                })
+            })?
+            .ok_or_else(|| DataplaneError::Queues(QueuesError::NoSuchInterface(self.iface.clone())))
     }
 
     /// Registers an endpoint owning `addrs`, binds a socket on every rx queue and puts the

@@ -50,6 +50,16 @@ pub enum StackError {
     /// The socket limit is reached.
     #[error("the stack's limit of {0} sockets is reached")]
     SocketLimit(usize),
+    /// The MTU does not fit the link.
+    #[error("MTU {mtu} does not fit: at most {max} ({why})")]
+    Mtu {
+        /// The MTU asked for.
+        mtu: usize,
+        /// The largest that fits.
+        max: usize,
+        /// What limits it.
+        why: &'static str,
+    },
     /// A socket could not listen or bind.
     #[error("cannot listen on port {port}: {why}")]
     Listen {
@@ -115,6 +125,13 @@ pub const MAX_ADDRESSES: usize = 3;
 impl StackConfig {
     /// Checks the addresses before anything is built (smoltcp panics on some).
     pub fn validate(&self) -> Result<(), StackError> {
+        if self.mtu < 1280 {
+            return Err(StackError::Mtu {
+                mtu: self.mtu,
+                max: self.mtu,
+                why: "an IPv6 link needs at least 1280",
+            });
+        }
         if self.mac[0] & 1 != 0 || self.mac == [0; 6] {
             return Err(StackError::BadAddress {
                 addr: Mac(self.mac).to_string(),

@@ -69,6 +69,13 @@ pub(super) type Result<T, E = XskError> = std::result::Result<T, E>;
 /// Bytes per UMEM frame.
 pub(super) const FRAME_SIZE: u32 = 2048;
 
+/// Headroom the kernel keeps in front of a received frame (`XDP_PACKET_HEADROOM`).
+const RX_HEADROOM: usize = 256;
+
+/// The largest Ethernet frame (header included) a UMEM frame carries both ways: received
+/// frames start after the kernel's headroom.
+pub const MAX_FRAME: usize = FRAME_SIZE as usize - RX_HEADROOM;
+
 /// Sizes of a queue's UMEM and rings.
 #[derive(Clone, Copy, Debug)]
 pub struct XskConfig {
