@@ -95,25 +95,27 @@ fn an_mtu_that_does_not_fit_the_frame_or_the_interface_is_refused() {
     pair.host.run(|| {
         let dp = Dataplane::attach("veth-ioth", DataplaneOptions::default()).unwrap();
         let stack = |mtu: usize| {
-            Arc::clone(&dp).stack(
-                StackConfig {
-                    mac: [0x02, 0x6d, 0x74, 0x75, 0, 1],
-                    ipv4: vec![(Ipv4Addr::new(10, 99, 0, 42), 24)],
-                    mtu,
-                    ..StackConfig::default()
-                },
-                smoltcp::time::Instant::from_millis(0),
-            )
+            Arc::clone(&dp)
+                .stack(
+                    StackConfig {
+                        mac: [0x02, 0x6d, 0x74, 0x75, 0, 1],
+                        ipv4: vec![(Ipv4Addr::new(10, 99, 0, 42), 24)],
+                        mtu,
+                        ..StackConfig::default()
+                    },
+                    smoltcp::time::Instant::from_millis(0),
+                )
+                .map_err(Box::new)
         };
         // Larger than a UMEM frame can receive (2048 less the kernel's 256 of headroom),
         // larger than the interface's 1500, smaller than IPv6 allows: each refused, clearly.
         for (mtu, want) in [(3000, 1778), (1600, 1500), (1000, 1000)] {
-            match stack(mtu) {
+            match stack(mtu).map(drop).map_err(|b| *b) {
                 Err(DataplaneError::Stack(e @ StackError::Mtu { max, .. })) => {
                     assert_eq!(max, want, "{e}");
                 }
                 Err(e) => panic!("MTU {mtu}: {e}"),
-                Ok(_) => panic!("MTU {mtu} accepted"),
+                Ok(()) => panic!("MTU {mtu} accepted"),
             }
         }
         // What fits is taken (and its entries go with it).
