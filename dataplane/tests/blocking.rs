@@ -122,3 +122,31 @@ fn an_mtu_that_does_not_fit_the_frame_or_the_interface_is_refused() {
         drop(stack(1500).expect("MTU 1500"));
     });
 }
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn more_rx_queues_than_the_classifier_serves_are_refused_before_attaching() {
+    use ioth_dataplane::DataplaneError;
+    let queues = ioth_common::MAX_QUEUES + 2;
+    let pair = VethPair::new("manyq", queues).expect("veth pair");
+    pair.host
+        .exec("ethtool", &["-L", "veth-ioth", "rx", &queues.to_string()])
+        .expect("ethtool -L");
+    let attached = pair.host.run(|| {
+        let r = Dataplane::attach("veth-ioth", DataplaneOptions::default()).map(drop);
+        match r {
+            Err(DataplaneError::TooManyQueues { queues: q, .. }) => Ok(q),
+            Err(e) => Err(e.to_string()),
+            Ok(()) => Err("attached".into()),
+        }
+    });
+    assert_eq!(attached, Ok(queues), "refused with the queue count");
+    let out = pair
+        .host
+        .ip(&["-d", "link", "show", "veth-ioth"])
+        .expect("ip link");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("prog/xdp"),
+        "nothing left attached"
+    );
+}

@@ -42,6 +42,18 @@ pub enum DataplaneError {
     /// The interface's queues could not be read.
     #[error(transparent)]
     Queues(#[from] QueuesError),
+    /// The interface uses more rx queues than the classifier serves.
+    #[error(
+        "{iface} uses {queues} rx queues; ioth serves at most {max}: reduce them (e.g. \
+         `ethtool -L {iface} combined {max}`)",
+        max = ioth_common::MAX_QUEUES
+    )]
+    TooManyQueues {
+        /// Interface.
+        iface: String,
+        /// Its rx queues in use.
+        queues: u32,
+    },
     /// The local segment could not be joined.
     #[error("joining the local segment: {0}")]
     Local(String),
@@ -91,6 +103,15 @@ impl fmt::Debug for Dataplane {
 impl Dataplane {
     /// Loads the classifier, attaches it to `iface` and creates a UMEM per rx queue.
     pub fn attach(iface: &str, opts: DataplaneOptions) -> Result<Arc<Self>, DataplaneError> {
+        // Frames on a queue the classifier does not serve would be lost without a word:
+        // refuse before anything is attached.
+        let n = sys::rx_queues(iface)?.max(1);
+        if n > ioth_common::MAX_QUEUES {
+            return Err(DataplaneError::TooManyQueues {
+                iface: iface.to_owned(),
+                queues: n,
+            });
+        }
         let (classifier, attach_mode) = if pin::dir(iface).exists() {
             // A persistent attachment (`ioth attach`): share its maps, leave it attached on
             // exit, and clear out endpoints of servers that died without cleaning up.
@@ -110,7 +131,6 @@ impl Dataplane {
             (c, mode)
         };
         let pinned = pin::dir(iface).exists();
-        let n = sys::rx_queues(iface)?.clamp(1, ioth_common::MAX_QUEUES);
         let queues = (0..n)
             .map(|q| QueueUmem::new(iface, q, opts.xsk))
             .collect::<Result<Vec<_>, _>>()?;
