@@ -15,12 +15,6 @@ use crate::{
 #[derive(Clone, Copy, Debug)]
 pub struct SocketFd(std::os::fd::RawFd);
 
-impl SocketFd {
-    fn as_raw(self) -> std::os::fd::RawFd {
-        self.0
-    }
-}
-
 impl std::os::fd::AsRawFd for SocketFd {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.0
@@ -86,7 +80,7 @@ impl RawEndpoint {
         })?;
         let guard = EndpointGuard::new(Arc::clone(self.classifier()), id);
         for (queue, fd) in &self.socket_fds {
-            c.set_socket(*queue, id.0, fd.as_raw())?;
+            c.set_socket(*queue, id.0, *fd)?;
         }
         Ok(guard)
     }

@@ -86,6 +86,22 @@ pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<bool> {
     poll(&mut pfds[..n], timeout_ms)
 }
 
+/// Reads one frame (a datagram, a TAP read) from the non-blocking `fd` into `buf`; `None`
+/// if none is waiting.
+pub fn read_frame(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: `buf` is valid for writes of its length for the duration of the call; `fd`
+    // belongs to an object the caller holds.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(n as usize))
+}
+
 /// poll(2) on `pfds`; an interrupted wait is `false`.
 fn poll(pfds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<bool> {
     // SAFETY: `pfds` is a valid, initialised array of pollfd that outlives the call; poll(2)

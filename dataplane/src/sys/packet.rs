@@ -97,16 +97,7 @@ impl GroupTap {
 
     /// The next frame, if one is waiting.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        // SAFETY: `buf` is valid for writes of its length for the duration of the call.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EAGAIN) => Ok(None),
-                _ => Err(e),
-            };
-        }
-        Ok(Some(n as usize))
+        super::read_frame(self.fd.as_raw_fd(), buf)
     }
 }
 

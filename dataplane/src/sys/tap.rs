@@ -56,16 +56,7 @@ pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
 
 /// Reads one frame from a TAP fd into `buf`; `None` if none is waiting.
 pub fn read_frame(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    // SAFETY: `buf` is valid for writes of its length for the duration of the call.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EAGAIN) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    Ok(Some(n as usize))
+    super::read_frame(fd.as_raw_fd(), buf)
 }
 
 /// Writes one frame to a TAP fd; `false` if the device would not take it now.
