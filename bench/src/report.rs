@@ -376,6 +376,7 @@ pub fn markdown(r: &Report) -> String {
     }
 
     // Latency.
+    s.push_str(&behind_a_port(r));
     s.push_str("\n### Latency (round trip, µs, median of reps)\n\n| workload | thr | system | p50 | p99 | p99.9 |\n|---|---|---|---|---|---|\n");
     for x in r
         .rows
@@ -397,5 +398,80 @@ pub fn markdown(r: &Report) -> String {
             g("p999_us")
         ));
     }
+    s
+}
+
+/// The port systems' server CPU by role, per operation, and the ceiling the port's own
+/// client sets: whatever switches, the `vde_plug tap://` that carries frames into the
+/// namespace and the kernel server there need their CPU time on the one server CPU.
+fn behind_a_port(r: &Report) -> String {
+    let mut s = String::from(
+        "\n### Behind a port: where the server CPU goes (µs per operation, median of reps)\n\n\
+         | workload | system | rate | server CPU (all of CPU 0) | switching | vde_plug tap | kernel server | ceiling of the plug and server alone |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    let mut any = false;
+    for w in ["udp-echo-64B", "tcp-rr-64B-1conn", "tcp-rr-64B-64conn"] {
+        for sys in [
+            "vde-ioth",
+            "vde-pcap",
+            "bridge",
+            "vxlan-ioth",
+            "vxlan-kernel",
+        ] {
+            let Some(x) = find(r, sys, w, 1, 1) else {
+                continue;
+            };
+            let m = |k: &str| x.metrics.get(k).map_or(f64::NAN, |s| s.median);
+            let (plug, app) = (m("plug_us_per_op"), m("app_us_per_op"));
+            // Nothing but the plug and the server on the CPU: at most this many per second.
+            let ceiling = if !(plug > 0.0 && app > 0.0) {
+                "–".to_owned()
+            } else {
+                num(1e6 / (plug + app))
+            };
+            any = true;
+            s.push_str(&format!(
+                "| {w} | {sys} | {} | {} | {} | {} | {} | {ceiling} |\n",
+                num(x.rate.median),
+                num(m("cpu0_us_per_op")),
+                num(m("switch_us_per_op")),
+                num(m("plug_us_per_op")),
+                num(m("app_us_per_op")),
+            ));
+        }
+    }
+    if !any {
+        return String::new();
+    }
+    let mut vx = String::new();
+    for w in ["udp-echo-64B", "tcp-rr-64B-1conn", "tcp-rr-64B-64conn"] {
+        if let (Some(a), Some(b)) = (
+            find(r, "vxlan-ioth", w, 1, 1),
+            find(r, "vxlan-kernel", w, 1, 1),
+        ) {
+            let p99 = |x: &Row| x.metrics.get("p99_us").map_or(f64::NAN, |s| s.median);
+            vx.push_str(&format!(
+                "| {w} | {} | {} / {} |\n",
+                show(ratio(&a.rate, &b.rate)),
+                num(p99(a)),
+                num(p99(b)),
+            ));
+        }
+    }
+    if !vx.is_empty() {
+        s.push_str(
+            "\nNIC → VXLAN port (host 2 a namespace with Linux's vxlan device over a second veth):\n\n\
+             | workload | ioth's VXLAN port / the NIC bridged to a kernel vxlan device | p99 µs ioth / kernel |\n\
+             |---|---|---|\n",
+        );
+        s.push_str(&vx);
+    }
+    s.push_str(
+        "\nProcess CPU (utime + stime) of each role; the CPU 0 column also holds softirqs and \
+         everything else on it (for the bridge, all of its switching). The ceiling is the rate at \
+         which the port's client and the kernel server alone would fill the server CPU: no \
+         switch in front of a `vde_plug tap://` can go faster on this machine.\n",
+    );
     s
 }

@@ -672,16 +672,24 @@ fn a_kernel_vxlan_on_host_2_reaches_a_thread_and_a_vde_port_on_host_1() {
         ping(&port, "fd00:200::2");
         // TCP and UDP both ways: host 2's kernel leaves the inner checksums of what its vxlan
         // device sends over a veth partial (offload); they must arrive complete.
-        let _tcp = bg(&port, "socat", &["TCP-LISTEN:7007,fork,reuseaddr", "EXEC:cat"]);
+        let _tcp = bg(
+            &port,
+            "socat",
+            &["TCP-LISTEN:7007,fork,reuseaddr", "EXEC:cat"],
+        );
         let _udp = bg(&port, "socat", &["UDP-RECVFROM:7008,fork", "EXEC:cat"]);
+        let _udp6 = bg(&port, "socat", &["UDP6-RECVFROM:7009,fork", "EXEC:cat"]);
         thread::sleep(Duration::from_millis(300));
         for (what, cmd) in [
             ("TCP to the thread", "TCP:10.200.0.11:7,connect-timeout=5"),
             ("UDP to the thread", "UDP:10.200.0.11:7"),
             ("TCP to the port", "TCP:10.200.0.50:7007,connect-timeout=5"),
             ("UDP to the port", "UDP:10.200.0.50:7008"),
-            ("TCP to the thread (v6)", "TCP:[fd00:200::11]:7,connect-timeout=5"),
-            ("UDP to the port (v6)", "UDP:[fd00:200::50]:7008"),
+            (
+                "TCP to the thread (v6)",
+                "TCP:[fd00:200::11]:7,connect-timeout=5",
+            ),
+            ("UDP to the port (v6)", "UDP6:[fd00:200::50]:7009"),
         ] {
             let (ok, out) = peer_ok(
                 &pair.peer,

@@ -26,6 +26,33 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Busy seconds of the server CPU (CPU 0) since boot: every process, interrupt and softirq
+/// on it (what a bridge costs is there, in no process).
+pub(crate) fn server_cpu_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu0 ")) else {
+        return 0.0;
+    };
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    busy / 100.0
+}
+
+/// Where the server CPU's time went for a system with a namespace behind a port, in
+/// seconds: the switching (ioth, or vde_switch and its pcap plug), the port's client that
+/// carries frames to the namespace's TAP (`vde_plug tap://`), and the kernel server there.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PortCpu {
+    pub(crate) switch: f64,
+    pub(crate) plug: f64,
+    pub(crate) app: f64,
+}
+
 /// A server process in the server namespace, pinned to CPU 0, killed on drop.
 pub(crate) struct Server {
     pub(crate) child: Child,
@@ -165,16 +192,36 @@ pub(crate) struct Running {
     pub(crate) targets: Vec<Target>,
     /// `ioth serve`'s metrics address (in the server namespace).
     pub(crate) metrics: Option<SocketAddr>,
-    /// What carries frames to a namespace behind a port or bridge (its CPU is the
-    /// server side's too), and that namespace.
+    /// What switches frames for a namespace behind a port besides `servers` (vde_switch,
+    /// its pcap plug); its CPU is the server side's too.
     pub(crate) chain: Vec<Helper>,
+    /// What carries them from the port into that namespace (`vde_plug tap://`).
+    pub(crate) plug: Vec<Helper>,
     pub(crate) _behind: Option<NetNs>,
 }
 
 impl Running {
     pub(crate) fn cpu_seconds(&self) -> f64 {
         self.servers.iter().map(Server::cpu_seconds).sum::<f64>()
-            + self.chain.iter().map(Helper::cpu_seconds).sum::<f64>()
+            + self
+                .chain
+                .iter()
+                .chain(&self.plug)
+                .map(Helper::cpu_seconds)
+                .sum::<f64>()
+    }
+
+    /// For a system with a namespace behind a port: its CPU seconds by role. The kernel
+    /// server behind is the last server; the others and the chain switch.
+    pub(crate) fn port_cpu(&self) -> Option<PortCpu> {
+        self._behind.as_ref()?;
+        let (app, switches) = self.servers.split_last()?;
+        Some(PortCpu {
+            switch: switches.iter().map(Server::cpu_seconds).sum::<f64>()
+                + self.chain.iter().map(Helper::cpu_seconds).sum::<f64>(),
+            plug: self.plug.iter().map(Helper::cpu_seconds).sum(),
+            app: app.cpu_seconds(),
+        })
     }
 }
 
@@ -411,7 +458,11 @@ pub(crate) fn start(c: &Ctx<'_>, system: System, threads: usize) -> Result<Runni
             let (io, _, m) = start_ioth(c, 1, IOTH_BASE)?;
             (vec![s, io], vec![at(HOST)], Some(m))
         }
-        System::VdeIoth | System::VdePcapplug | System::LinuxBridge => {
+        System::VdeIoth
+        | System::VdePcapplug
+        | System::LinuxBridge
+        | System::VxlanIoth
+        | System::VxlanKernel => {
             return start_behind(c, system);
         }
     };
@@ -421,6 +472,7 @@ pub(crate) fn start(c: &Ctx<'_>, system: System, threads: usize) -> Result<Runni
         targets,
         metrics,
         chain: Vec::new(),
+        plug: Vec::new(),
         _behind: None,
     })
 }
@@ -431,7 +483,7 @@ fn start_behind(c: &Ctx<'_>, system: System) -> Result<Running> {
     let host = &c.pair.host;
     let mut servers = Vec::new();
     let mut chain = Vec::new();
-    let (ns, mut more, server, target) = match system {
+    let (ns, more, server, target) = match system {
         System::VdeIoth => {
             let dir = vde_dir("vde");
             let _ = std::fs::remove_dir_all(&dir);
@@ -508,16 +560,83 @@ fn start_behind(c: &Ctx<'_>, system: System) -> Result<Running> {
                 Ok(Vec::new())
             })?
         }
+        System::VxlanIoth | System::VxlanKernel => {
+            let kernel = system == System::VxlanKernel;
+            let ip = if kernel {
+                VXLAN_KERNEL_IP
+            } else {
+                VXLAN_IOTH_IP
+            };
+            let hif = c.pair.host_if.clone();
+            let servers = &mut servers;
+            behind(c, "vx0", ip, |ns| {
+                // The underlay: a second veth between host 1 (the server namespace) and
+                // host 2, and Linux's vxlan device on host 2.
+                host.ip(&[
+                    "link",
+                    "add",
+                    "uva",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "uvb",
+                    "netns",
+                    ns.name(),
+                ])?;
+                host.ip(&["addr", "add", "10.98.0.1/24", "dev", "uva"])?;
+                host.ip(&["link", "set", "uva", "up"])?;
+                ns.ip(&["addr", "add", "10.98.0.2/24", "dev", "uvb"])?;
+                ns.ip(&["link", "set", "uvb", "up"])?;
+                let vxlan = |local: &str, remote: &str, dev: &str| {
+                    [
+                        "type", "vxlan", "id", "42", "dstport", "4789", "local", local, "remote",
+                        remote, "dev", dev,
+                    ]
+                    .map(str::to_owned)
+                };
+                let mut add = vec!["link".to_owned(), "add".into(), "vx0".into()];
+                add.extend(vxlan("10.98.0.2", "10.98.0.1", "uvb"));
+                ns.ip(&add.iter().map(String::as_str).collect::<Vec<_>>())?;
+                if kernel {
+                    let mut add = vec!["link".to_owned(), "add".into(), "vxk".into()];
+                    add.extend(vxlan("10.98.0.1", "10.98.0.2", "uva"));
+                    host.ip(&add.iter().map(String::as_str).collect::<Vec<_>>())?;
+                    host.ip(&["link", "add", "br-bench", "type", "bridge"])?;
+                    host.ip(&["link", "set", &hif, "master", "br-bench"])?;
+                    host.ip(&["link", "set", "vxk", "master", "br-bench"])?;
+                    host.ip(&["link", "set", "vxk", "up"])?;
+                    host.ip(&["link", "set", "br-bench", "up"])?;
+                } else {
+                    servers.push(Server::start(
+                        host,
+                        &c.ioth,
+                        &[
+                            "serve".into(),
+                            "--iface".into(),
+                            hif.clone(),
+                            "--threads".into(),
+                            "0".into(),
+                            "--vxlan".into(),
+                            "10.98.0.2,vni=42".into(),
+                        ],
+                        "ready threads=",
+                    )?);
+                }
+                Ok(Vec::new())
+            })?
+        }
         _ => unreachable!("start_behind serves the port systems"),
     };
     servers.push(server);
-    chain.append(&mut more);
+    let plug = more;
     Ok(Running {
         system,
         servers,
         targets: vec![target],
         metrics: None,
         chain,
+        plug,
         _behind: Some(ns),
     })
 }
@@ -526,6 +645,8 @@ fn start_behind(c: &Ctx<'_>, system: System) -> Result<Running> {
 const VDE_IOTH_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 71);
 const VDE_PCAP_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 72);
 const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 73);
+const VXLAN_IOTH_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 74);
+const VXLAN_KERNEL_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 75);
 
 /// Undoes what [`start`] changed in the topology (the servers stop on drop).
 pub(crate) fn stop(c: &Ctx<'_>, r: Running) -> Result<()> {
@@ -539,6 +660,16 @@ pub(crate) fn stop(c: &Ctx<'_>, r: Running) -> Result<()> {
         }
         System::VdeIoth => {
             let _ = std::fs::remove_dir_all(vde_dir("vde"));
+        }
+        System::VxlanKernel => {
+            c.pair.host.ip(&["link", "del", "br-bench"])?;
+            let _ = c.pair.host.ip(&["link", "del", "vxk"]);
+            let _ = c.pair.host.ip(&["link", "del", "uva"]);
+            c.pair.host.ip(&["link", "set", &c.pair.host_if, "up"])?;
+        }
+        System::VxlanIoth => {
+            // Host 2's namespace took its end of the underlay with it; ours goes too.
+            let _ = c.pair.host.ip(&["link", "del", "uva"]);
         }
         System::VdePcapplug => {
             let _ = std::fs::remove_dir_all(vde_dir("pcap"));

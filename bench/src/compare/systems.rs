@@ -29,10 +29,15 @@ pub enum System {
     VdePcapplug,
     /// The same behind the kernel's way: the NIC and a veth into the namespace in a bridge.
     LinuxBridge,
+    /// A kernel server on "host 2" (a namespace with Linux's vxlan device, reached over a
+    /// second veth), behind a VXLAN port of `ioth serve --vxlan`.
+    VxlanIoth,
+    /// The same, the NIC bridged to a Linux vxlan device instead.
+    VxlanKernel,
 }
 
 impl System {
-    pub const ALL: [System; 11] = [
+    pub const ALL: [System; 13] = [
         System::Ioth,
         System::KernelIp,
         System::KernelReuseport,
@@ -44,6 +49,8 @@ impl System {
         System::VdeIoth,
         System::VdePcapplug,
         System::LinuxBridge,
+        System::VxlanIoth,
+        System::VxlanKernel,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +66,8 @@ impl System {
             System::VdeIoth => "vde-ioth",
             System::VdePcapplug => "vde-pcap",
             System::LinuxBridge => "bridge",
+            System::VxlanIoth => "vxlan-ioth",
+            System::VxlanKernel => "vxlan-kernel",
         }
     }
 
@@ -78,7 +87,11 @@ impl System {
             System::HostDetached | System::HostAttached => {
                 matches!(w, TcpRr(64) | TcpBulkUp | TcpBulkEcho)
             }
-            System::VdeIoth | System::VdePcapplug | System::LinuxBridge => {
+            System::VdeIoth
+            | System::VdePcapplug
+            | System::LinuxBridge
+            | System::VxlanIoth
+            | System::VxlanKernel => {
                 matches!(w, UdpEcho | TcpRr(1) | TcpRr(64))
             }
         }

@@ -337,10 +337,23 @@ pub(crate) fn one_rep(
     label: &str,
 ) -> Result<(Rep, f64)> {
     let c0 = r.cpu_seconds();
-    let rep = match progs {
+    let busy0 = server_cpu_busy();
+    let roles0 = r.port_cpu();
+    let mut rep = match progs {
         Some(p) => flood_rep(c, r, w, p, secs),
         None => closed_loop(c, r, w, secs),
     }
     .with_context(|| label.to_owned())?;
+    if rep.ops > 0 {
+        let per_op = |s: f64| s * 1e6 / rep.ops as f64;
+        rep.extra
+            .push(("cpu0_us_per_op", per_op(server_cpu_busy() - busy0)));
+        if let (Some(a), Some(b)) = (roles0, r.port_cpu()) {
+            rep.extra
+                .push(("switch_us_per_op", per_op(b.switch - a.switch)));
+            rep.extra.push(("plug_us_per_op", per_op(b.plug - a.plug)));
+            rep.extra.push(("app_us_per_op", per_op(b.app - a.app)));
+        }
+    }
     Ok((rep, r.cpu_seconds() - c0))
 }

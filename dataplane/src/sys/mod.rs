@@ -8,6 +8,7 @@
 #![allow(unsafe_code)]
 
 pub mod ethtool;
+pub mod mmsg;
 pub mod mount;
 pub mod netlink;
 pub mod packet;
@@ -138,6 +139,55 @@ pub fn wait_readable_any(fds: &[RawFd], timeout_ms: i32) -> io::Result<bool> {
         })
         .collect();
     poll(&mut pfds, timeout_ms)
+}
+
+/// A set of fds waited on together, telling afterwards which of them are ready: a loop
+/// that serves many sources (the switch's ports) looks only at those, instead of asking
+/// each one and hearing "nothing" (a system call per source per round).
+#[derive(Debug, Default)]
+pub struct PollSet {
+    pfds: Vec<libc::pollfd>,
+}
+
+impl PollSet {
+    /// Empties the set (its memory is kept).
+    pub fn clear(&mut self) {
+        self.pfds.clear();
+    }
+
+    /// Adds `fd` (waited on for input); its index for [`PollSet::ready`].
+    pub fn push(&mut self, fd: RawFd) -> usize {
+        self.pfds.push(libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        self.pfds.len() - 1
+    }
+
+    /// Fds in the set.
+    pub fn len(&self) -> usize {
+        self.pfds.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.pfds.is_empty()
+    }
+
+    /// Waits until one fd is ready or `timeout_ms` passes (0: just look; negative: no
+    /// limit); whether one is. An interrupted wait is `false`, with nothing ready.
+    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<bool> {
+        for p in &mut self.pfds {
+            p.revents = 0;
+        }
+        poll(&mut self.pfds, timeout_ms)
+    }
+
+    /// Whether the `i`th fd had input, a hang-up or an error at the last wait.
+    pub fn ready(&self, i: usize) -> bool {
+        self.pfds.get(i).is_some_and(|p| p.revents != 0)
+    }
 }
 
 /// Errors of reading an interface's queues.

@@ -5,7 +5,6 @@ use std::{
     collections::{BTreeMap, HashSet},
     io,
     net::IpAddr,
-    os::fd::RawFd,
     path::PathBuf,
     sync::{
         Arc,
@@ -34,7 +33,13 @@ use crate::{
         checksum::{L4Checksum, check_l4},
         local::{Member, Route},
     },
-    sys::{netlink::Rtnetlink, packet::GroupTap, ports_file, wait_readable_any},
+    sys::{
+        PollSet,
+        mmsg::{MAX_BATCH, RecvBatch},
+        netlink::Rtnetlink,
+        packet::GroupTap,
+        ports_file,
+    },
     wire::{IpParse, Mac, parse_ip},
     xsk::{RxPart, TxPart},
 };
@@ -228,9 +233,45 @@ struct Switch {
     /// Largest frame the NIC side takes.
     uplink_max: usize,
     clock: std::time::Instant,
+    /// The frame from the NIC side being switched (changed in place: checksums).
     buf: Vec<u8>,
+    /// Frames from a port, taken in one call (`None` only while they are being switched).
+    batch: Option<RecvBatch>,
+    /// Frames for ports, sent a batch per port at the end of each round.
+    out: OutQueue,
     outs: Vec<Out>,
-    fds: Vec<RawFd>,
+    poll: PollSet,
+    /// Where each source sits in `poll`.
+    polled: Polled,
+}
+
+/// Indices into the switch's [`PollSet`] of the last round.
+#[derive(Debug, Default)]
+struct Polled {
+    /// The VDE control socket and the connections that have not sent their request yet.
+    listener: std::ops::Range<usize>,
+    tap: usize,
+    /// Each port with its data fd's and its control fd's index.
+    ports: Vec<(PortId, usize, Option<usize>)>,
+}
+
+/// Frames waiting to go to ports, in the order they were switched.
+#[derive(Debug, Default)]
+struct OutQueue {
+    data: Vec<u8>,
+    /// Port, start in `data`, length.
+    frames: Vec<(PortId, usize, usize)>,
+}
+
+impl OutQueue {
+    fn push(&mut self, p: PortId, frame: &[u8]) {
+        self.frames.push((p, self.data.len(), frame.len()));
+        self.data.extend_from_slice(frame);
+    }
+
+    fn is_full(&self) -> bool {
+        self.frames.len() >= MAX_BATCH
+    }
 }
 
 impl Switch {
@@ -309,8 +350,12 @@ impl Switch {
             uplink_max,
             clock: std::time::Instant::now(),
             buf: vec![0u8; MAX_PORT_FRAME + 1],
+            // One byte more than the largest frame: a longer datagram shows as oversize.
+            batch: Some(RecvBatch::new(BUDGET, MAX_PORT_FRAME + 1)),
+            out: OutQueue::default(),
             outs: Vec::new(),
-            fds: Vec::new(),
+            poll: PollSet::default(),
+            polled: Polled::default(),
         })
     }
 
@@ -426,26 +471,23 @@ impl Switch {
         }
         self.publish_ports();
         while !stop.load(Ordering::Relaxed) {
-            self.fds.clear();
-            if let Some(l) = &self.listener {
-                l.fds(&mut self.fds);
-            }
-            self.fds.push(self.tap.fd());
-            self.fds.push(self.local.inbox().fd());
-            self.fds.extend(self.rx.iter().map(|r| r.fd()));
-            for p in self.ports.values() {
-                p.fds(&mut self.fds);
-            }
-            if !self.rx.iter_mut().any(|r| r.fetch() > 0)
-                && self.local.inbox().is_empty()
-                && let Err(e) = wait_readable_any(&self.fds, 200)
-            {
+            // Frames already on an rx ring or in the inbox need no wait: just look at the rest.
+            let busy = self.rx.iter_mut().any(|r| r.fetch() > 0) || !self.local.inbox().is_empty();
+            self.fill_poll();
+            if let Err(e) = self.poll.wait(if busy { 0 } else { 200 }) {
                 report(format!("vde: wait: {e}"));
             }
-            self.accept(report);
+            let now = self.now();
+            // Requests that never come time out: look at the pending ones now and then too.
+            if self.polled.listener.clone().any(|i| self.poll.ready(i))
+                || now - expired_at >= Duration::from_secs(1)
+            {
+                self.accept(report);
+            }
             self.drop_hung_up(report);
             self.poll_ports();
             self.poll_uplink();
+            self.flush_ports();
             if let Err(e) = self.tx.flush() {
                 log::debug!("vde: uplink flush: {e}");
             }
@@ -483,6 +525,29 @@ impl Switch {
         // The ports' endpoints (and the MACs they own) go with their guards.
         self.slots.clear();
         let _ = std::fs::remove_file(&self.ports_file);
+    }
+
+    /// Puts every source in the poll set, noting where.
+    fn fill_poll(&mut self) {
+        self.poll.clear();
+        self.poll.push(self.local.inbox().fd());
+        let start = self.poll.len();
+        if let Some(l) = &self.listener {
+            l.fds(&mut |fd| {
+                self.poll.push(fd);
+            });
+        }
+        self.polled.listener = start..self.poll.len();
+        self.polled.tap = self.poll.push(self.tap.fd());
+        for r in &self.rx {
+            self.poll.push(r.fd());
+        }
+        self.polled.ports.clear();
+        for (id, p) in &self.ports {
+            let data = self.poll.push(p.data_fd());
+            let ctl = p.ctl_fd().map(|fd| self.poll.push(fd));
+            self.polled.ports.push((*id, data, ctl));
+        }
     }
 
     fn accept(&mut self, report: &dyn Fn(String)) {
@@ -527,11 +592,14 @@ impl Switch {
     }
 
     fn drop_hung_up(&mut self, report: &dyn Fn(String)) {
+        // A client says nothing on its control connection: readable means it hung up.
         let gone: Vec<PortId> = self
+            .polled
             .ports
             .iter()
-            .filter(|(_, p)| p.hung_up())
-            .map(|(id, _)| *id)
+            .filter(|(_, _, ctl)| ctl.is_some_and(|i| self.poll.ready(i)))
+            .filter(|(id, _, _)| self.ports.get(id).is_some_and(Port::hung_up))
+            .map(|(id, _, _)| *id)
             .collect();
         for id in gone {
             self.ports.remove(&id);
@@ -549,25 +617,41 @@ impl Switch {
             .store(self.ports.len() as u64, Ordering::Relaxed);
     }
 
+    /// Takes one batch (up to [`BUDGET`] frames, one call) from each port that has frames.
     fn poll_ports(&mut self) {
-        let ids: Vec<PortId> = self.ports.keys().copied().collect();
-        for id in ids {
-            for _ in 0..BUDGET {
-                let n = match self.ports.get_mut(&id).map(|p| p.recv(&mut self.buf)) {
-                    Some(Ok(Some(n))) => n,
-                    _ => break,
-                };
+        let Some(mut batch) = self.batch.take() else {
+            return;
+        };
+        for k in 0..self.polled.ports.len() {
+            let (id, data, _) = self.polled.ports[k];
+            if !self.poll.ready(data) {
+                continue;
+            }
+            let Some(port) = self.ports.get_mut(&id) else {
+                continue;
+            };
+            let partial = port.partial_checksums();
+            let got = port.recv_batch(&mut batch).unwrap_or_else(|e| {
+                log::debug!("vde: port {id}: {e}");
+                0
+            });
+            for i in 0..got {
+                let frame = batch.frame_mut(i);
                 self.counters.from_ports.fetch_add(1, Ordering::Relaxed);
-                if !(MIN_FRAME..=MAX_PORT_FRAME).contains(&n) {
+                if !(MIN_FRAME..=MAX_PORT_FRAME).contains(&frame.len())
+                    || (partial && check_l4(frame) == L4Checksum::Invalid)
+                {
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                self.switch_from_port(id, n);
+                self.switch_from_port(id, frame);
             }
         }
+        self.batch = Some(batch);
     }
 
-    fn switch_from_port(&mut self, id: PortId, n: usize) {
+    fn switch_from_port(&mut self, id: PortId, frame: &[u8]) {
+        let n = frame.len();
         let now = self.now();
         let limits = self.limits;
         let admitted = self
@@ -580,14 +664,14 @@ impl Switch {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if let Some(a) = Self::claimed_source(&self.buf[..n])
+        if let Some(a) = Self::claimed_source(frame)
             && self.forbidden.contains(&a)
         {
             self.counters.spoofed.fetch_add(1, Ordering::Relaxed);
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Some(s) = src(&self.buf[..n]) else { return };
+        let Some(s) = src(frame) else { return };
         let Some(ps) = self.slots.get_mut(&id) else {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -595,7 +679,7 @@ impl Switch {
         ps.sent.0 += 1;
         ps.sent.1 += n as u64;
         if ps.tap.tap().active() {
-            ps.tap.tap().record(Direction::Tx, &self.buf[..n]);
+            ps.tap.tap().record(Direction::Tx, frame);
         }
         let slot = ps.id();
         match self.core.learn(s, id, now) {
@@ -631,16 +715,16 @@ impl Switch {
             }
         }
         let mut outs = std::mem::take(&mut self.outs);
-        self.core.forward(id, &self.buf[..n], &mut outs);
+        self.core.forward(id, frame, &mut outs);
         if outs.contains(&Out::Uplink) {
             // Not behind a port: perhaps a thread stack of this data plane.
-            match self.local.route(&self.buf[..n]) {
+            match self.local.route(frame) {
                 Route::Local => {
                     self.counters.to_local.fetch_add(1, Ordering::Relaxed);
                     outs.clear();
                 }
                 Route::Both => {
-                    self.local.lan().flood_stacks(&self.buf[..n]);
+                    self.local.lan().flood_stacks(frame);
                     self.counters.to_local.fetch_add(1, Ordering::Relaxed);
                 }
                 Route::Wire => {}
@@ -648,7 +732,7 @@ impl Switch {
         }
         for out in &outs {
             match *out {
-                Out::Port(p) => self.send_port(p, n),
+                Out::Port(p) => self.send_port(p, frame),
                 Out::Flood(except) => {
                     let targets: Vec<PortId> = self
                         .ports
@@ -657,42 +741,72 @@ impl Switch {
                         .filter(|p| Some(*p) != except)
                         .collect();
                     for p in targets {
-                        self.send_port(p, n);
+                        self.send_port(p, frame);
                     }
                 }
-                Out::Uplink => self.send_uplink(n),
+                Out::Uplink => self.send_uplink(frame),
             }
         }
         self.outs = outs;
     }
 
-    fn send_port(&self, p: PortId, n: usize) {
-        let sent = self
-            .ports
-            .get(&p)
-            .is_some_and(|port| port.send(&self.buf[..n]));
-        if sent
-            && let Some(ps) = self.slots.get(&p)
-            && ps.tap.tap().active()
-        {
-            ps.tap.tap().record(Direction::Rx, &self.buf[..n]);
+    /// Queues `frame` for port `p` (sent by [`Switch::flush_ports`]).
+    fn send_port(&mut self, p: PortId, frame: &[u8]) {
+        if self.out.is_full() {
+            self.flush_ports();
         }
-        let c = if sent {
-            &self.counters.to_ports
-        } else {
-            &self.counters.dropped
-        };
-        c.fetch_add(1, Ordering::Relaxed);
+        self.out.push(p, frame);
     }
 
-    fn send_uplink(&mut self, n: usize) {
+    /// Queues the frame in `buf` (from the NIC side) for port `p`.
+    fn send_port_from_buf(&mut self, p: PortId, n: usize) {
+        if self.out.is_full() {
+            self.flush_ports();
+        }
+        self.out.push(p, &self.buf[..n]);
+    }
+
+    /// Sends the queued frames, one call per run of frames for the same port.
+    fn flush_ports(&mut self) {
+        let frames = &self.out.frames;
+        let mut i = 0;
+        while i < frames.len() {
+            let p = frames[i].0;
+            let run = frames[i..].iter().take_while(|f| f.0 == p).count();
+            let mut slices: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+            for (s, &(_, at, len)) in slices.iter_mut().zip(&frames[i..i + run]) {
+                *s = &self.out.data[at..at + len];
+            }
+            let slices = &slices[..run];
+            let sent = self.ports.get(&p).map_or(0, |port| port.send_batch(slices));
+            if let Some(ps) = self.slots.get(&p)
+                && ps.tap.tap().active()
+            {
+                for f in &slices[..sent] {
+                    ps.tap.tap().record(Direction::Rx, f);
+                }
+            }
+            self.counters
+                .to_ports
+                .fetch_add(sent as u64, Ordering::Relaxed);
+            self.counters
+                .dropped
+                .fetch_add((run - sent) as u64, Ordering::Relaxed);
+            i += run;
+        }
+        self.out.frames.clear();
+        self.out.data.clear();
+    }
+
+    fn send_uplink(&mut self, frame: &[u8]) {
+        let n = frame.len();
         if n > self.uplink_max {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         match self.tx.slot(n) {
             Some(mut slot) => {
-                slot.bytes_mut().copy_from_slice(&self.buf[..n]);
+                slot.bytes_mut().copy_from_slice(frame);
                 slot.send();
                 self.counters.to_uplink.fetch_add(1, Ordering::Relaxed);
             }
@@ -725,6 +839,9 @@ impl Switch {
             self.switch_from_uplink(n);
         }
         // Broadcast and multicast, copied while the kernel keeps the originals.
+        if !self.poll.ready(self.polled.tap) {
+            return;
+        }
         for _ in 0..BUDGET {
             match self.tap.recv(&mut self.buf) {
                 Ok(Some(n)) => self.switch_from_uplink(n.min(self.buf.len())),
@@ -746,11 +863,11 @@ impl Switch {
             return;
         }
         match self.core.forward_uplink(&self.buf[..n]) {
-            Some(Out::Port(p)) => self.send_port(p, n),
+            Some(Out::Port(p)) => self.send_port_from_buf(p, n),
             Some(Out::Flood(_)) => {
                 let targets: Vec<PortId> = self.ports.keys().copied().collect();
                 for p in targets {
-                    self.send_port(p, n);
+                    self.send_port_from_buf(p, n);
                 }
             }
             Some(Out::Uplink) | None => {

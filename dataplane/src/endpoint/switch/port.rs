@@ -3,6 +3,7 @@
 use std::{io, os::fd::RawFd};
 
 use super::{vde::VdePort, vxlan::VxlanPort};
+use crate::sys::mmsg::{self, RecvBatch};
 
 /// One port.
 #[derive(Debug)]
@@ -14,30 +15,48 @@ pub enum Port {
 }
 
 impl Port {
-    /// The next frame from the port, if one is waiting.
-    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    /// The frames waiting on the port, as many as `batch` holds; how many. A VDE port takes
+    /// them in one recvmmsg(2).
+    pub fn recv_batch(&mut self, batch: &mut RecvBatch) -> io::Result<usize> {
         match self {
-            Port::Vde(p) => p.recv(buf),
-            Port::Vxlan(p) => p.recv(buf),
+            Port::Vde(p) => batch.recv(p.data_fd()),
+            Port::Vxlan(p) => batch.fill(|buf| p.recv(buf)),
         }
     }
 
-    /// Sends a frame out of the port; `false` if it was dropped.
-    pub fn send(&self, frame: &[u8]) -> bool {
+    /// Sends `frames` out of the port; how many went (the rest were dropped: the far end's
+    /// queue is full or it is gone). A VDE port sends them in one sendmmsg(2).
+    pub fn send_batch(&self, frames: &[&[u8]]) -> usize {
         match self {
-            Port::Vde(p) => p.send(frame),
-            Port::Vxlan(p) => p.send(frame),
+            Port::Vde(p) => frames
+                .chunks(mmsg::MAX_BATCH)
+                .map(|c| mmsg::send_batch(p.data_fd(), c).unwrap_or(0))
+                .sum(),
+            Port::Vxlan(p) => frames.iter().filter(|f| p.send(f)).count(),
         }
     }
 
-    /// The fds to wait on.
-    pub fn fds(&self, out: &mut Vec<RawFd>) {
+    /// Whether its frames may carry partial (offload) TCP/UDP checksums that the switch must
+    /// complete, as a NIC would: a tunnel's sender leaves them to the NIC it believes is
+    /// there (Linux's vxlan over a veth does). A VDE client reads complete frames off a TAP.
+    pub fn partial_checksums(&self) -> bool {
+        matches!(self, Port::Vxlan(_))
+    }
+
+    /// The fd that is readable when frames wait.
+    pub fn data_fd(&self) -> RawFd {
         match self {
-            Port::Vde(p) => {
-                out.push(p.data_fd());
-                out.push(p.ctl_fd());
-            }
-            Port::Vxlan(p) => out.push(p.fd()),
+            Port::Vde(p) => p.data_fd(),
+            Port::Vxlan(p) => p.fd(),
+        }
+    }
+
+    /// The fd that is readable when the far end hangs up (a VDE client's control
+    /// connection; a tunnel has none).
+    pub fn ctl_fd(&self) -> Option<RawFd> {
+        match self {
+            Port::Vde(p) => Some(p.ctl_fd()),
+            Port::Vxlan(_) => None,
         }
     }
 

@@ -136,17 +136,6 @@ impl VdePort {
         self.ctl.as_raw_fd()
     }
 
-    /// The next frame from the client, if one is waiting.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        recv_frame(&self.data, buf)
-    }
-
-    /// Sends a frame to the client; `false` if it was dropped (the client's queue is full,
-    /// or it is gone).
-    pub fn send(&self, frame: &[u8]) -> bool {
-        self.data.send(frame).is_ok()
-    }
-
     /// Whether the client hung up its control connection (it sends nothing on it, so
     /// readable means EOF or an error).
     pub fn hung_up(&self) -> bool {
@@ -224,9 +213,11 @@ impl VdeListener {
     }
 
     /// The fds to wait on: the listener and the pending control connections.
-    pub fn fds(&self, out: &mut Vec<RawFd>) {
-        out.push(self.ctl.as_raw_fd());
-        out.extend(self.pending.iter().map(|(s, _)| s.as_raw_fd()));
+    pub fn fds(&self, out: &mut impl FnMut(RawFd)) {
+        out(self.ctl.as_raw_fd());
+        for (s, _) in &self.pending {
+            out(s.as_raw_fd());
+        }
     }
 
     /// Accepts new control connections and turns the ones whose request arrived into ports
