@@ -10,7 +10,7 @@ use std::{net::Ipv4Addr, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use ioth_dataplane::{
     Stack, StackConfig, TcpListener,
-    api::apps::{Service, ServiceConn},
+    api::apps::{Service, ServiceConn, udp_echo_allowed},
     link::tap::TapLink,
 };
 use smoltcp::{socket::udp, time::Instant};
@@ -94,6 +94,10 @@ fn serve(i: usize, ready: &std::sync::mpsc::Sender<Result<(), String>>) -> Resul
         let s = stack.sockets().get_mut::<udp::Socket<'_>>(udp_h);
         while let Ok((n, meta)) = s.recv_slice(&mut buf) {
             worked = true;
+            // The same rule as `ioth serve`'s echo, so both measure the same work.
+            if !udp_echo_allowed(meta.endpoint.port) {
+                continue;
+            }
             if s.send_slice(&buf[..n], meta.endpoint).is_err() {
                 break;
             }

@@ -295,6 +295,35 @@ pub fn render(src: &Sources) -> Result<String> {
         "TCP sockets of the endpoint's stack, by state.",
         &["endpoint", "state"],
     )?;
+    let guard = [
+        (
+            "ioth_socket_limit_hits_total",
+            "Sockets the endpoint's stack refused because --max-sockets were open.",
+        ),
+        (
+            "ioth_tcp_half_open_dropped_total",
+            "Half-open TCP connections dropped to make room for new ones (SYN floods).",
+        ),
+        (
+            "ioth_udp_echo_refused_total",
+            "UDP datagrams the echo did not answer: sent from a system port (reflection loops).",
+        ),
+    ]
+    .map(|(n, h)| counter(&reg, n, h, &["iface", "endpoint"]));
+    let [limit_hits, half_open, echo_refused] = guard;
+    let (limit_hits, half_open, echo_refused) = (limit_hits?, half_open?, echo_refused?);
+    let sockets = gauge(
+        &reg,
+        "ioth_sockets",
+        "Sockets open in the endpoint's stack.",
+        &["iface", "endpoint"],
+    )?;
+    let sockets_max = gauge(
+        &reg,
+        "ioth_sockets_limit",
+        "The most sockets the endpoint's stack may hold (--max-sockets).",
+        &["iface", "endpoint"],
+    )?;
     for (port, ep) in &ports {
         let (endpoint, thread) = (format!("port{port}"), port.to_string());
         fams.endpoint(&[iface, endpoint.as_str(), thread.as_str(), "port"], ep);
@@ -316,6 +345,21 @@ pub fn render(src: &Sources) -> Result<String> {
         xsk_invalid
             .with_label_values(&e)
             .inc_by(t.xsk_tx_invalid.load(Ordering::Relaxed));
+        limit_hits
+            .with_label_values(&e)
+            .inc_by(t.socket_limit_hits.load(Ordering::Relaxed));
+        half_open
+            .with_label_values(&e)
+            .inc_by(t.half_open_dropped.load(Ordering::Relaxed));
+        echo_refused
+            .with_label_values(&e)
+            .inc_by(t.udp_echo_refused.load(Ordering::Relaxed));
+        sockets
+            .with_label_values(&e)
+            .set(t.sockets.load(Ordering::Relaxed) as i64);
+        sockets_max
+            .with_label_values(&e)
+            .set(t.sockets_max.load(Ordering::Relaxed) as i64);
         for (state, n) in TCP_STATES.iter().zip(&t.tcp_states) {
             tcp.with_label_values(&[t.endpoint.as_str(), state])
                 .set(n.load(Ordering::Relaxed) as i64);

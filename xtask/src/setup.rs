@@ -43,6 +43,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "bpftool",
         "tests: inspect the classifier's maps from outside",
     ),
+    (
+        "hping3",
+        "tests: crafted TCP segments (spoofed SYN floods, a SYN on a live flow)",
+    ),
     ("wrk", "bench: HTTP load from a standard tool"),
     ("vde2", "tests: vde_switch, a real VDE switch to cascade"),
     ("vdeplug", "tests: vde_plug and dpipe, real VDE clients"),

@@ -122,6 +122,13 @@ pub struct ServeArgs {
     /// Most sockets per stack.
     #[arg(long, default_value_t = 4096)]
     pub max_sockets: usize,
+    /// Seconds a TCP peer may stay silent while we wait on it (handshake, data, FIN,
+    /// keep-alive) before the connection is aborted; 0: never.
+    #[arg(long, default_value_t = 120)]
+    pub tcp_timeout: u64,
+    /// Seconds between keep-alive probes on an idle TCP connection; 0: none.
+    #[arg(long, default_value_t = 60)]
+    pub tcp_keepalive: u64,
     /// Listen backlog per thread and port (each slot is a socket with its buffers).
     #[arg(long, default_value_t = 16)]
     pub backlog: usize,

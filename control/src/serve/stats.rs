@@ -27,6 +27,16 @@ pub struct ThreadStats {
     pub xsk_tx_invalid: AtomicU64,
     /// TCP sockets per smoltcp state (index: `tcp_state_index`).
     pub tcp_states: [AtomicU64; TCP_STATES.len()],
+    /// Sockets open, and the most the stack may hold.
+    pub sockets: AtomicU64,
+    /// The stack's socket limit.
+    pub sockets_max: AtomicU64,
+    /// Sockets refused at the limit.
+    pub socket_limit_hits: AtomicU64,
+    /// Half-open TCP connections dropped to make room (SYN floods).
+    pub half_open_dropped: AtomicU64,
+    /// UDP datagrams the echo did not answer: from a system port (reflection loops).
+    pub udp_echo_refused: AtomicU64,
 }
 
 /// smoltcp's TCP states, as metric labels.
@@ -80,4 +90,13 @@ pub fn publish(stack: &mut EndpointStack, stats: &ThreadStats) {
     for (a, c) in stats.tcp_states.iter().zip(counts) {
         a.store(c, Ordering::Relaxed);
     }
+    stats
+        .sockets
+        .store(stack.sockets().len() as u64, Ordering::Relaxed);
+    stats
+        .sockets_max
+        .store(stack.config().max_sockets as u64, Ordering::Relaxed);
+    stats
+        .socket_limit_hits
+        .store(stack.socket_limit_hits(), Ordering::Relaxed);
 }

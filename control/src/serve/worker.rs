@@ -11,7 +11,7 @@ use std::{
 
 use ioth_dataplane::{
     Dataplane, StackConfig, TcpListener,
-    api::apps::{Service, ServiceConn},
+    api::apps::{Service, ServiceConn, udp_echo_allowed},
     wire::Mac,
 };
 use smoltcp::{socket::udp, time::Instant};
@@ -103,10 +103,30 @@ pub fn worker(
     let mut conns: Vec<Conn> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut published = std::time::Instant::now();
+    let mut limit_warned: (u64, Option<std::time::Instant>) = (0, None);
     while !stop.load(Ordering::Relaxed) {
         if published.elapsed() >= Duration::from_millis(500) {
             publish(&mut stack, &stats);
+            stats.half_open_dropped.store(
+                listeners.iter().map(|(_, l)| l.dropped_half_open()).sum(),
+                Ordering::Relaxed,
+            );
             published = std::time::Instant::now();
+            // Never refuse silently: say so when the socket limit was hit (at most every 10 s).
+            let hits = stack.socket_limit_hits();
+            if hits > limit_warned.0
+                && limit_warned
+                    .1
+                    .is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(10))
+            {
+                eprintln!(
+                    "warning: thread {index}: socket limit ({}) reached: {} socket(s) refused \
+                     so far (listeners accept fewer; raise --max-sockets)",
+                    stack.config().max_sockets,
+                    hits
+                );
+                limit_warned = (hits, Some(std::time::Instant::now()));
+            }
         }
         if panic_at.is_some_and(|t| now() >= t) {
             panic!("thread {index}: panic requested by --test-panic-thread");
@@ -149,6 +169,10 @@ pub fn worker(
             let s = stack.sockets().get_mut::<udp::Socket<'_>>(h);
             while let Ok((n, meta)) = s.recv_slice(&mut buf) {
                 worked = true;
+                if app == App::Echo && !udp_echo_allowed(meta.endpoint.port) {
+                    stats.udp_echo_refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 stats.requests.fetch_add(1, Ordering::Relaxed);
                 if app == App::Echo && s.send_slice(&buf[..n], meta.endpoint).is_err() {
                     break;

@@ -5,6 +5,15 @@ use smoltcp::socket::tcp;
 
 use crate::stack::{SocketHandle, Sockets};
 
+/// Whether a UDP echo may answer a datagram from source port `port`. System ports (below
+/// 1024, and 0) belong to servers — echo, chargen, daytime, DNS, NTP — and answering one lets
+/// a single spoofed datagram start an endless loop between two services (the echo–chargen
+/// loop, CVE-1999-0103). inetd refuses its own services' ports; this refuses every system
+/// port. Clients send from ephemeral ports and are answered.
+pub fn udp_echo_allowed(port: u16) -> bool {
+    port >= 1024
+}
+
 /// What a TCP service does with a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Service {

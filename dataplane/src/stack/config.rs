@@ -93,6 +93,13 @@ pub struct StackConfig {
     pub congestion: Congestion,
     /// Most sockets the stack may hold.
     pub max_sockets: usize,
+    /// A TCP connection whose peer has sent nothing for this long while the stack waits
+    /// for it (a handshake's ACK, unacknowledged data or FIN, a keep-alive's answer) is
+    /// aborted. `None`: never (smoltcp's default; an abandoned connection then stays).
+    pub tcp_timeout: Option<smoltcp::time::Duration>,
+    /// Idle TCP connections are probed this often, so a peer that went away is noticed
+    /// (within [`StackConfig::tcp_timeout`]). `None`: no keep-alive.
+    pub tcp_keep_alive: Option<smoltcp::time::Duration>,
     /// Seed for smoltcp's randomness (initial sequence numbers, ports).
     pub seed: u64,
     /// The owner's index of this stack (e.g. its thread index), shown by `ioth endpoints`
@@ -113,6 +120,8 @@ impl Default for StackConfig {
             tcp_tx_buffer: 64 * 1024,
             congestion: Congestion::default(),
             max_sockets: 4096,
+            tcp_timeout: Some(smoltcp::time::Duration::from_secs(120)),
+            tcp_keep_alive: Some(smoltcp::time::Duration::from_secs(60)),
             seed: 0x10_7e_ad,
             thread: 0,
         }

@@ -28,6 +28,8 @@ pub struct Stack<L: Link> {
     config: StackConfig,
     /// The last poll stopped at its receive budget with frames still waiting.
     rx_left: bool,
+    /// Sockets refused because `max_sockets` were open.
+    limit_hits: u64,
 }
 
 /// Most frames one [`Stack::poll`] takes in before it sends and returns (like NAPI's
@@ -76,6 +78,7 @@ impl<L: Link> Stack<L> {
             link,
             config,
             rx_left: false,
+            limit_hits: 0,
         })
     }
 
@@ -164,8 +167,16 @@ impl<L: Link> Stack<L> {
         &self.config
     }
 
-    fn check_limit(&self) -> Result<(), StackError> {
+    /// Sockets refused so far because [`StackConfig::max_sockets`] were open (a listener
+    /// that cannot refill its queue, a bind or connect that failed): for a metric and a
+    /// warning, so that hitting the limit is never silent.
+    pub fn socket_limit_hits(&self) -> u64 {
+        self.limit_hits
+    }
+
+    fn check_limit(&mut self) -> Result<(), StackError> {
         if self.sockets.len() >= self.config.max_sockets {
+            self.limit_hits += 1;
             return Err(StackError::SocketLimit(self.config.max_sockets));
         }
         Ok(())
@@ -184,6 +195,8 @@ impl<L: Link> Stack<L> {
             Congestion::Cubic => tcp::CongestionControl::Cubic,
         });
         s.set_nagle_enabled(false);
+        s.set_timeout(self.config.tcp_timeout);
+        s.set_keep_alive(self.config.tcp_keep_alive);
         Ok(self.sockets.add(s))
     }
 

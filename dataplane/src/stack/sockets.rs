@@ -201,18 +201,27 @@ impl Sockets {
         placed
     }
 
-    /// The shard that must see `frame` (an Ethernet frame). A SYN without ACK opens a new
-    /// connection whatever the table says (a client may reuse the ports of one that is closed
-    /// but not removed yet): it goes to the listeners, in the listen shard.
+    /// The shard that must see `frame` (an Ethernet frame): its flow's, else the listen
+    /// shard. A SYN without ACK on a known flow goes to the flow's socket while that is
+    /// synchronized — smoltcp answers it with a challenge ACK (RFC 5961 §4) and the
+    /// connection stays — and to the listeners only once the socket is closed or in
+    /// TIME-WAIT (a client reusing its ports for a new connection, as Linux allows).
     pub(crate) fn shard_for(&self, frame: &[u8]) -> usize {
         match transport(frame) {
             Transport::Other => 0,
-            Transport::Tcp(Some((flow, flags)))
-                if flags & 0x12 != 0x02 && !self.flows.is_empty() =>
-            {
-                self.flows
-                    .get(&flow)
-                    .map_or(LISTEN_SHARD, |h| usize::from(h.shard))
+            Transport::Tcp(Some((flow, flags))) if !self.flows.is_empty() => {
+                let Some(h) = self.flows.get(&flow) else {
+                    return LISTEN_SHARD;
+                };
+                if flags & 0x12 == 0x02
+                    && matches!(
+                        self.get::<tcp::Socket<'static>>(*h).state(),
+                        tcp::State::Closed | tcp::State::TimeWait | tcp::State::Listen
+                    )
+                {
+                    return LISTEN_SHARD;
+                }
+                usize::from(h.shard)
             }
             Transport::Tcp(_) => LISTEN_SHARD,
         }
@@ -339,10 +348,15 @@ mod tests {
             tcp::SocketBuffer::new(vec![0; 64]),
             tcp::SocketBuffer::new(vec![0; 64]),
         ));
-        let placed = SocketHandle { shard: 7, ..h };
+        // File it in flow shard 7 (as `place` would once its endpoints are known).
+        let sock = s.shards[LISTEN_SHARD].set.remove(h.inner);
+        let placed = SocketHandle {
+            shard: 7,
+            inner: s.shards[7].set.add(sock),
+        };
         s.flows.insert(flow, placed);
         assert_eq!(s.shard_for(&f), 7);
-        f[47] = 0x02; // a new SYN on the same ports: the listeners
+        f[47] = 0x02; // a bare SYN on the flow of a closed socket: the listeners
         assert_eq!(s.shard_for(&f), LISTEN_SHARD);
         f[47] = 0x12; // SYN-ACK (an outgoing connection's answer): its shard
         assert_eq!(s.shard_for(&f), 7);
