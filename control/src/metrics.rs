@@ -308,10 +308,15 @@ pub fn render(src: &Sources) -> Result<String> {
             "ioth_udp_echo_refused_total",
             "UDP datagrams the echo did not answer: sent from a system port (reflection loops).",
         ),
+        (
+            "ioth_worker_restarts_total",
+            "Times the endpoint's worker thread died and was restarted.",
+        ),
     ]
     .map(|(n, h)| counter(&reg, n, h, &["iface", "endpoint"]));
-    let [limit_hits, half_open, echo_refused] = guard;
-    let (limit_hits, half_open, echo_refused) = (limit_hits?, half_open?, echo_refused?);
+    let [limit_hits, half_open, echo_refused, restarts] = guard;
+    let (limit_hits, half_open, echo_refused, restarts) =
+        (limit_hits?, half_open?, echo_refused?, restarts?);
     let sockets = gauge(
         &reg,
         "ioth_sockets",
@@ -354,6 +359,9 @@ pub fn render(src: &Sources) -> Result<String> {
         echo_refused
             .with_label_values(&e)
             .inc_by(t.udp_echo_refused.load(Ordering::Relaxed));
+        restarts
+            .with_label_values(&e)
+            .inc_by(t.restarts.load(Ordering::Relaxed));
         sockets
             .with_label_values(&e)
             .set(t.sockets.load(Ordering::Relaxed) as i64);

@@ -203,7 +203,7 @@ fn classifier_ipv4_keys(ns: &NetNs, ifname: &str) -> Vec<Ipv4Addr> {
 
 #[test]
 #[ignore = "privileged: needs root (cargo xtask test)"]
-fn a_panicking_thread_stops_receiving_while_the_others_serve() {
+fn a_panicking_thread_is_noticed_restarted_and_the_run_ends_non_zero() {
     let pair = VethPair::new("panic", 1).expect("veth pair");
     let server = Server::start(&pair, 2, "http", &["--test-panic-thread", "1"]);
     let ready = Instant::now();
@@ -221,29 +221,46 @@ fn a_panicking_thread_stops_receiving_while_the_others_serve() {
             ready.elapsed() < Duration::from_secs(2),
             "entries still there: {keys:?}"
         );
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(Duration::from_millis(5));
     };
     println!("panicked thread's entries removed {gone:?} after ready (panic at ~1 s)");
-    // Frames to its IP now pass to the kernel, which does not own it: no answer. Thread 0
-    // keeps serving.
+    // The supervisor says so at once.
+    let died = server
+        .lines
+        .recv_timeout(Duration::from_secs(2))
+        .expect("a line about the death");
+    assert!(
+        died.contains("thread=1 died (panicked: thread 1: panic requested"),
+        "{died}"
+    );
+    // Thread 0 keeps serving meanwhile.
     let (ok, _) = peer_ok(
         &pair.peer,
         "curl",
         &["-sS", "-m", "5", &format!("http://{}/", v4(0))],
     );
     assert!(ok, "thread 0 stopped serving");
-    pair.peer.ip(&["neigh", "flush", "all"]).unwrap();
-    let (ok, _) = peer_ok(
+    // A second later thread 1 is back, with the same addresses.
+    let back = server
+        .lines
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a line about the restart");
+    assert!(back.starts_with("restarted ready thread=1 "), "{back}");
+    let mut keys = classifier_ipv4_keys(&pair.host, &pair.host_if);
+    keys.sort();
+    assert_eq!(keys, vec![v4(0), v4(1)]);
+    let (ok, out) = peer_ok(
         &pair.peer,
-        "ping",
-        &["-c", "2", "-W", "1", &v4(1).to_string()],
+        "curl",
+        &["-sS", "-m", "5", &format!("http://{}/", v4(1))],
     );
-    assert!(!ok, "the panicked thread's address still answers");
+    assert!(ok && out.contains("thread 1"), "the restarted thread: {out}");
+    // The run ends non-zero: a supervisor above hears of the death.
     let (status, rest) = server.stop();
-    assert!(status.success(), "{rest:?}");
+    assert!(!status.success(), "{rest:?}");
     assert!(
         rest.iter()
-            .any(|l| l.contains("thread=1") && l.contains("panicked")),
+            .any(|l| l.contains("thread=1") && l.contains("died 1 time(s), restarted")),
         "{rest:?}"
     );
 }

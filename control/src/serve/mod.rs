@@ -9,7 +9,6 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
-        mpsc,
     },
     thread,
     time::Duration,
@@ -39,6 +38,7 @@ pub mod audit;
 pub mod http;
 pub mod linkwatch;
 pub mod stats;
+pub mod supervise;
 pub mod worker;
 
 pub use args::{App, Mode, ServeArgs};
@@ -46,7 +46,8 @@ pub use args::{App, Mode, ServeArgs};
 use addrs::stack_configs;
 use audit::unaccounted_frames;
 use stats::ThreadStats;
-use worker::{WorkerArgs, worker};
+use supervise::Workers;
+use worker::WorkerArgs;
 
 /// Runs `ioth serve` until SIGINT/SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<()> {
@@ -91,47 +92,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         busy_poll: args.busy_poll,
         test_panic_thread: args.test_panic_thread,
     });
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let mut workers = Vec::new();
-    for (i, config) in configs.into_iter().enumerate() {
-        let (dp, stop, wargs, ready) = (
-            Arc::clone(&dp),
-            Arc::clone(&stop),
-            Arc::clone(&wargs),
-            ready_tx.clone(),
-        );
-        let stats = Arc::new(ThreadStats {
-            index: i as u16,
-            endpoint: config.ipv4[0].0.to_string(),
-            ..ThreadStats::default()
-        });
-        let s = Arc::clone(&stats);
-        let handle = thread::Builder::new()
-            .name(format!("ioth-{i}"))
-            .spawn(move || worker(dp, i as u16, config, wargs, stop, s, ready))
-            .context("spawning a worker thread")?;
-        workers.push((handle, stats));
-    }
-    drop(ready_tx);
-    let mut failed = None;
-    for _ in 0..args.threads {
-        match ready_rx.recv() {
-            Ok(Ok(line)) => say!("{line}"),
-            Ok(Err(e)) => {
-                failed.get_or_insert(e);
-            }
-            Err(_) => {
-                failed.get_or_insert("a worker exited before it was ready".into());
-            }
-        }
-    }
-    if let Some(e) = failed {
-        stop.store(true, Ordering::Relaxed);
-        for (h, _) in workers {
-            let _ = h.join();
-        }
-        bail!("{e}");
-    }
+    let say_line = |l: &str| say!("{l}");
+    let mut workers = Workers::start(&dp, configs, wargs, &stop, &say_line)?;
     let served: Vec<String> = apps
         .iter()
         .map(|(a, p)| format!("{}:{p}", format!("{a:?}").to_lowercase()))
@@ -184,7 +146,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             Some(sw)
         }
     };
-    let thread_stats: Vec<Arc<ThreadStats>> = workers.iter().map(|(_, s)| Arc::clone(s)).collect();
+    let thread_stats: Vec<Arc<ThreadStats>> =
+        workers.list.iter().map(|w| Arc::clone(&w.stats)).collect();
     let _metrics = match &args.metrics {
         Some(addr) => {
             let addr = crate::metrics::parse_listen(addr)?;
@@ -212,15 +175,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let _ = std::io::stdout().flush();
     while !stop.load(Ordering::Relaxed) {
         thread::sleep(Duration::from_millis(100));
+        workers.check(&say_line);
     }
-    for (i, (h, stats)) in workers.into_iter().enumerate() {
-        let panicked = h.join().is_err();
-        say!(
-            "stopped thread={i} requests={}{}",
-            stats.requests.load(Ordering::Relaxed),
-            if panicked { " (panicked)" } else { "" }
-        );
-    }
+    let died = workers.stop(&say_line);
     if let Some(sw) = switch {
         let c = &sw.counters;
         say!(
@@ -253,5 +210,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             format!("NO ({})", unaccounted.join("; "))
         }
     );
+    if died > 0 {
+        bail!("{died} worker death(s) during the run (each was restarted)");
+    }
     Ok(())
 }

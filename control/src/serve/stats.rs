@@ -37,6 +37,8 @@ pub struct ThreadStats {
     pub half_open_dropped: AtomicU64,
     /// UDP datagrams the echo did not answer: from a system port (reflection loops).
     pub udp_echo_refused: AtomicU64,
+    /// Times the worker died and was restarted.
+    pub restarts: AtomicU64,
 }
 
 /// smoltcp's TCP states, as metric labels.

@@ -31,6 +31,7 @@ enum Conn {
 }
 
 /// What every worker shares.
+#[derive(Clone, Debug)]
 pub struct WorkerArgs {
     /// (app, port) pairs.
     pub apps: Vec<(App, u16)>,
