@@ -254,7 +254,10 @@ fn a_panicking_thread_is_noticed_restarted_and_the_run_ends_non_zero() {
         "curl",
         &["-sS", "-m", "5", &format!("http://{}/", v4(1))],
     );
-    assert!(ok && out.contains("thread 1"), "the restarted thread: {out}");
+    assert!(
+        ok && out.contains("thread 1"),
+        "the restarted thread: {out}"
+    );
     // The run ends non-zero: a supervisor above hears of the death.
     let (status, rest) = server.stop();
     assert!(!status.success(), "{rest:?}");

@@ -58,12 +58,30 @@ pub fn nth_v6(base: Ipv6Addr, i: u16) -> Result<Ipv6Addr> {
     Ok(Ipv6Addr::from(s))
 }
 
-/// A locally administered MAC derived from the interface name and the thread index.
-pub fn thread_mac(iface: &str, index: u16) -> [u8; 6] {
-    // FNV-1a: stable across runs and machines.
+/// This machine's identity for derived MACs: `/etc/machine-id` (systemd's, also in
+/// `/var/lib/dbus/machine-id`), else the host name. Without it, two hosts serving on `eth0`
+/// in one LAN would derive the same MACs.
+pub fn machine_id() -> Vec<u8> {
+    for path in ["/etc/machine-id", "/var/lib/dbus/machine-id"] {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            let id = s.trim();
+            if !id.is_empty() {
+                return id.as_bytes().to_vec();
+            }
+        }
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+/// A locally administered MAC derived from the machine's identity ([`machine_id`]), the
+/// interface name and the thread index: stable across runs, distinct between hosts.
+pub fn thread_mac(machine: &[u8], iface: &str, index: u16) -> [u8; 6] {
+    // FNV-1a over the machine id, a separator and the interface name.
     let mut h: u32 = 0x811c_9dc5;
-    for b in iface.bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    for b in machine.iter().chain(&[0]).chain(iface.as_bytes()) {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
     }
     let h = h.to_be_bytes();
     let i = index.to_be_bytes();
@@ -107,6 +125,7 @@ pub fn stack_configs(args: &ServeArgs) -> Result<Vec<StackConfig>> {
         .context("--ipv4 is needed for the threads' addresses")?;
     let (v4, p4) = parse_cidr4(ipv4)?;
     let v6 = args.ipv6.as_deref().map(parse_cidr6).transpose()?;
+    let machine = machine_id();
     let mut configs = Vec::new();
     let host = host_addresses()?;
     let base_mac = args.mac.as_deref().map(parse_mac).transpose()?;
@@ -121,7 +140,7 @@ pub fn stack_configs(args: &ServeArgs) -> Result<Vec<StackConfig>> {
         configs.push(StackConfig {
             mac: match base_mac {
                 Some(m) => nth_mac(m, i)?,
-                None => thread_mac(&args.iface, i),
+                None => thread_mac(&machine, &args.iface, i),
             },
             ipv4: vec![(ip4, p4)],
             ipv6: ip6.into_iter().collect(),
@@ -197,10 +216,19 @@ mod tests {
 
     #[test]
     fn thread_macs_are_unicast_local_stable_and_distinct() {
-        let a = thread_mac("veth0", 0);
+        let m = b"0123456789abcdef0123456789abcdef";
+        let a = thread_mac(m, "veth0", 0);
         assert_eq!(a[0] & 0x03, 0x02);
-        assert_eq!(a, thread_mac("veth0", 0));
-        assert_ne!(a, thread_mac("veth0", 1));
-        assert_ne!(a, thread_mac("veth1", 0));
+        assert_eq!(a, thread_mac(m, "veth0", 0));
+        assert_ne!(a, thread_mac(m, "veth0", 1));
+        assert_ne!(a, thread_mac(m, "veth1", 0));
+        // Two hosts serving on the same interface name in one LAN.
+        assert_ne!(
+            a,
+            thread_mac(b"fedcba9876543210fedcba9876543210", "veth0", 0)
+        );
+        // The separator keeps (machine, iface) pairs apart.
+        assert_ne!(thread_mac(b"ab", "c", 0), thread_mac(b"a", "bc", 0));
+        assert!(!machine_id().is_empty(), "this machine has an identity");
     }
 }

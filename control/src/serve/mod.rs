@@ -120,7 +120,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 gid,
                 vxlan: tunnels.clone(),
                 mode: args.vde_mode,
-                mac: Mac(addrs::thread_mac(&args.iface, u16::MAX)),
+                mac: Mac(addrs::thread_mac(
+                    &addrs::machine_id(),
+                    &args.iface,
+                    u16::MAX,
+                )),
                 max_macs_per_port: args.vde_macs_per_port,
                 max_age: smoltcp::time::Duration::from_secs(300),
                 thread: u32::from(u16::MAX),

@@ -227,13 +227,11 @@ impl Workers {
                     Ok(h) => {
                         w.handle = Some(h);
                         w.started = Instant::now();
-                        match wait_ready(&rx, 1, &self.stop, &|l| say(&format!("restarted {l}")))
-                        {
+                        match wait_ready(&rx, 1, &self.stop, &|l| say(&format!("restarted {l}"))) {
                             Ok(()) => {}
-                            Err(e) => say(&format!(
-                                "error: thread={} did not come back: {e}",
-                                w.index
-                            )),
+                            Err(e) => {
+                                say(&format!("error: thread={} did not come back: {e}", w.index))
+                            }
                         }
                     }
                     Err(e) => {
