@@ -650,6 +650,53 @@ fn ioth_env(ns: &NetNs, env: (&str, &str), args: &[&str]) -> (bool, String, Stri
     )
 }
 
+/// The unicast MACs on `iface`'s own address list (`bridge fdb show dev IF`: its `self`
+/// entries), which a real NIC's unicast filter lets through.
+fn nic_macs(ns: &NetNs, iface: &str) -> Vec<String> {
+    let out = ns
+        .exec("bridge", &["fdb", "show", "dev", iface])
+        .expect("bridge fdb show");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" self"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|m| u8::from_str_radix(&m[..2], 16).is_ok_and(|b| b & 1 == 0))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The MACs in a server's ready lines.
+fn ready_macs(ready: &[String]) -> Vec<String> {
+    ready
+        .iter()
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("mac=")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn endpoint_macs_are_on_the_nics_address_list_while_they_live() {
+    let pair = VethPair::new("nicuc", 1).expect("veth pair");
+    assert!(nic_macs(&pair.host, &pair.host_if).is_empty());
+    let server = Server::start(&pair, 3, "echo", &[]);
+    let mut want = ready_macs(&server.ready);
+    assert_eq!(want.len(), 3, "{:?}", server.ready);
+    let mut have = nic_macs(&pair.host, &pair.host_if);
+    want.sort();
+    have.sort();
+    assert_eq!(
+        have, want,
+        "the device's address list holds the endpoints' MACs"
+    );
+    let (st, _) = server.stop();
+    assert!(st.success());
+    assert!(
+        nic_macs(&pair.host, &pair.host_if).is_empty(),
+        "the MACs go with the endpoints"
+    );
+}
+
 #[test]
 #[ignore = "privileged: needs root (cargo xtask test)"]
 fn a_pinned_attachment_outlives_servers_and_dead_owners_are_reaped() {
@@ -752,10 +799,22 @@ fn a_pinned_attachment_outlives_servers_and_dead_owners_are_reaped() {
         serde_json::json!([])
     );
 
-    // A server killed with SIGKILL leaves its entries; they are reaped.
+    assert!(nic_macs(&pair.host, &iface).is_empty());
+
+    // A server killed with SIGKILL leaves its entries (and its MACs on the device's address
+    // list); they are reaped.
     let mut server = Server::start_env(&pair, 2, "http", &[], &[env]);
+    let macs = ready_macs(&server.ready);
     let _ = server.child.kill();
     let _ = server.child.wait();
+    let mut left = nic_macs(&pair.host, &iface);
+    left.sort();
+    let mut want = macs.clone();
+    want.sort();
+    assert_eq!(
+        left, want,
+        "a killed server's MACs stay listed until reaped"
+    );
     let (_, eps, _) = ioth_env(&pair.host, env, &["endpoints", "--iface", &iface, "--json"]);
     let eps: serde_json::Value = serde_json::from_str(&eps).unwrap();
     assert_eq!(eps.as_array().unwrap().len(), 2);
@@ -768,6 +827,10 @@ fn a_pinned_attachment_outlives_servers_and_dead_owners_are_reaped() {
     );
     let (ok, out, err) = ioth_env(&pair.host, env, &["reap", "--iface", &iface]);
     assert!(ok && out.contains("reaped 2"), "{out}{err}");
+    assert!(
+        nic_macs(&pair.host, &iface).is_empty(),
+        "reaping takes the dead owner's MACs off the device"
+    );
     let (_, eps, _) = ioth_env(&pair.host, env, &["endpoints", "--iface", &iface, "--json"]);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&eps).unwrap(),

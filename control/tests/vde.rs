@@ -213,6 +213,19 @@ fn vde_clients_reach_the_nic_and_each_other_through_ioth() {
     )
     .trim()
     .to_owned();
+    // A learned MAC is on the NIC's own address list, as the threads' are.
+    let fdb = String::from_utf8_lossy(
+        &pair
+            .host
+            .exec("bridge", &["fdb", "show", "dev", &pair.host_if])
+            .expect("bridge fdb")
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        fdb.lines().any(|l| l.starts_with(&a_mac) && l.contains(" self")),
+        "the tap's learned MAC {a_mac} is not on the device's address list:\n{fdb}"
+    );
     let ports: Vec<&serde_json::Value> = eps
         .as_array()
         .expect("list")

@@ -104,6 +104,9 @@ impl Classifier {
                 .insert(MacKey::new(mac), value, BPF_NOEXIST)
                 .map_err(in_use(Mac(mac).to_string()))?;
             self.endpoints.get_mut(&slot).expect("reserved").mac = Some(mac);
+            if let Some(n) = &mut self.nic {
+                n.add(mac);
+            }
         }
         for ip in &addrs.ipv4 {
             self.by_ipv4
@@ -158,6 +161,9 @@ impl Classifier {
         if let Some(a) = self.endpoints.get_mut(&id.0) {
             a.learned.push(mac);
         }
+        if let Some(n) = &mut self.nic {
+            n.add(mac);
+        }
         Ok(())
     }
 
@@ -170,6 +176,9 @@ impl Classifier {
             return Ok(());
         };
         addrs.learned.swap_remove(pos);
+        if let Some(n) = &mut self.nic {
+            n.remove(mac);
+        }
         self.by_mac
             .remove(&MacKey::new(mac))
             .map_err(map_err(map_names::BY_MAC, "remove"))
@@ -218,6 +227,9 @@ impl Classifier {
         };
         for mac in addrs.mac.iter().chain(&addrs.learned) {
             note(self.by_mac.remove(&MacKey::new(*mac)), map_names::BY_MAC);
+            if let Some(n) = &mut self.nic {
+                n.remove(*mac);
+            }
         }
         for ip in addrs.ipv4 {
             note(
@@ -251,7 +263,11 @@ impl Classifier {
             .map(|(slot, _)| slot)
             .collect();
         for &slot in &dead {
-            remove_keys_of(&mut self.by_mac, slot);
+            for mac in remove_keys_of(&mut self.by_mac, slot) {
+                if let Some(n) = &mut self.nic {
+                    n.remove(mac.addr);
+                }
+            }
             remove_keys_of(&mut self.by_ipv4, slot);
             remove_keys_of(&mut self.by_ipv6, slot);
             for q in 0..MAX_QUEUES {
@@ -281,15 +297,16 @@ impl Classifier {
     }
 }
 
-/// Removes every key of an ownership map that points at `slot`.
-fn remove_keys_of<K: aya::Pod>(map: &mut HashMap<MapData, K, EndpointSlot>, slot: u32) {
+/// Removes every key of an ownership map that points at `slot`; the keys removed.
+fn remove_keys_of<K: aya::Pod>(map: &mut HashMap<MapData, K, EndpointSlot>, slot: u32) -> Vec<K> {
     let keys: Vec<K> = map
         .iter()
         .filter_map(|kv| kv.ok())
         .filter(|(_, v)| v.slot == slot)
         .map(|(k, _)| k)
         .collect();
-    for k in keys {
-        let _ = map.remove(&k);
+    for k in &keys {
+        let _ = map.remove(k);
     }
+    keys
 }

@@ -5,12 +5,14 @@
 //! - [`program`]: [`Classifier`] — load, attach/detach (dropping it detaches), test runs.
 //! - [`endpoints`]: registering endpoints, their addresses and sockets; reaping dead owners.
 //! - [`counters`]: verdict and per-endpoint counters; [`TxPublisher`] for the owners.
+//! - `nic`: the NIC's address list follows the endpoints' MACs.
 //! - [`pin`]: persistent attachments in bpffs shared by several processes.
 //! - [`view`]: read-only access from any process (what `ioth status` shows).
 //! - [`types`]: errors, modes, options and endpoint addresses.
 
 pub mod counters;
 pub mod endpoints;
+mod nic;
 pub mod pin;
 pub mod program;
 pub mod types;

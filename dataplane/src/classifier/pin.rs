@@ -204,8 +204,10 @@ pub fn open(iface: &str) -> Result<Classifier> {
             dir: d.display().to_string(),
         });
     }
-    Ok(Classifier::load(LoadOptions {
+    let mut c = Classifier::load(LoadOptions {
         pin_dir: Some(d),
         ..LoadOptions::default()
-    })?)
+    })?;
+    c.set_nic(iface);
+    Ok(c)
 }

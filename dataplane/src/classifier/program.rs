@@ -73,6 +73,9 @@ pub struct Classifier {
     pub(super) trace: Option<Array<MapData, Trace>>,
     pub(super) attachment: Option<(String, AttachMode, XdpLinkId)>,
     pub(super) endpoints: BTreeMap<u32, EndpointAddrs>,
+    /// The interface whose address list carries the endpoints' MACs (once attached or
+    /// opened from its pins).
+    pub(super) nic: Option<super::nic::NicAddresses>,
     /// Forwards the program's log records while the classifier lives.
     pub(super) _log_forwarder: Option<LogForwarder>,
 }
@@ -160,6 +163,7 @@ impl Classifier {
             ebpf,
             attachment: None,
             endpoints: BTreeMap::new(),
+            nic: None,
             _log_forwarder: log_forwarder,
         })
     }
@@ -178,6 +182,12 @@ impl Classifier {
             .ok_or(ClassifierError::Missing("program"))?
             .try_into()
             .map_err(ClassifierError::Program)
+    }
+
+    /// Keeps `iface`'s own address list in step with the endpoints' MACs from now on (set
+    /// by [`Classifier::attach`] and by opening a pinned classifier).
+    pub fn set_nic(&mut self, iface: &str) {
+        self.nic = super::nic::NicAddresses::new(iface);
     }
 
     /// Attaches to `iface`. `Auto` tries driver mode, then skb mode. Returns the mode obtained.
@@ -202,6 +212,7 @@ impl Classifier {
             match self.program_mut()?.attach(iface, xdp_mode) {
                 Ok(link) => {
                     self.attachment = Some((iface.to_owned(), m, link));
+                    self.set_nic(iface);
                     return Ok(m);
                 }
                 Err(e) => {

@@ -55,6 +55,16 @@ pub enum NetlinkError {
 
 type Result<T> = std::result::Result<T, NetlinkError>;
 
+impl NetlinkError {
+    /// The errno the kernel answered, if it refused the request.
+    pub fn os_error(&self) -> Option<i32> {
+        match self {
+            NetlinkError::Refused { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
 /// How an XDP program is attached to a link (`IFLA_XDP_ATTACHED`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpMode {
@@ -280,6 +290,22 @@ impl Rtnetlink {
         }
         self.request(
             "set link up/down",
+            RouteNetlinkMessage::SetLink(m),
+            NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
+    /// Turns link `index`'s promiscuous mode on or off (`ip link set IF promisc on|off`).
+    pub fn set_promiscuous(&mut self, index: u32, on: bool) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.change_mask = LinkFlags::Promisc;
+        if on {
+            m.header.flags = LinkFlags::Promisc;
+        }
+        self.request(
+            "set link promiscuous mode",
             RouteNetlinkMessage::SetLink(m),
             NLM_F_ACK,
         )
