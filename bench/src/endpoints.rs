@@ -103,11 +103,14 @@ impl Fillers {
             owners: open(&maps, map_names::OWNERS)?,
             added: Vec::new(),
         };
+        let me = ioth_dataplane::sys::ProcessIdentity::current();
         let owner = EndpointOwner {
-            pid: std::process::id(),
+            pid: me.pid,
             tid: 0,
             thread: 0,
             kind: ioth_common::OWNER_THREAD,
+            start: me.start,
+            pidns: me.pidns,
         };
         let mut slot = FIRST_ENDPOINT_SLOT;
         for i in 0..count {

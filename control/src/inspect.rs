@@ -177,7 +177,13 @@ pub fn endpoints(args: &EndpointsArgs) -> Result<()> {
             e.tx_packets,
             e.tx_bytes,
             e.tcp_retransmits,
-            if e.owner_alive { "" } else { "  (owner gone)" },
+            if e.owner_foreign {
+                "  (owner in another pid namespace)"
+            } else if e.owner_alive {
+                ""
+            } else {
+                "  (owner gone)"
+            },
             e.port.as_ref().map_or_else(String::new, |p| format!(
                 "  {} port {}: {}{}",
                 p.kind,
@@ -236,5 +242,14 @@ pub fn reap(args: &IfaceArgs) -> Result<()> {
         slots.len(),
         args.iface
     );
+    let foreign = ioth_dataplane::classifier::ClassifierView::open(&args.iface)
+        .and_then(|v| v.endpoints())
+        .map(|eps| eps.iter().filter(|e| e.owner_foreign).count())
+        .unwrap_or(0);
+    if foreign > 0 {
+        println!(
+            "left alone: {foreign} endpoint(s) owned in another pid namespace (reap from there)"
+        );
+    }
     Ok(())
 }

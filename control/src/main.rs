@@ -45,7 +45,7 @@ enum Cmd {
     Top(top::TopArgs),
     /// The frames of one endpoint, both directions, as pcap (tcpdump -r, Wireshark).
     Capture(capture::CaptureArgs),
-    /// Attach the classifier persistently (pinned under /sys/fs/bpf/ioth/IF/).
+    /// Attach the classifier persistently (pinned under /sys/fs/bpf/ioth/IF@nsN/).
     Attach(inspect::AttachArgs),
     /// Remove a persistent attachment.
     Detach(inspect::IfaceArgs),

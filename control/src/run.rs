@@ -36,7 +36,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "iface")]
     pub vde: Option<PathBuf>,
     /// Join the switch of the `ioth serve --vde` running on this interface (its default
-    /// directory, /run/ioth/vde/IF).
+    /// directory, /run/ioth/vde/IF@nsN).
     #[arg(long, value_parser = ioth_dataplane::sys::parse_ifname)]
     pub iface: Option<String>,
     /// IPv4 address and prefix of the namespace's interface, e.g. 10.99.0.60/24.

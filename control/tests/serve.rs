@@ -1027,3 +1027,134 @@ fn serve_and_status_need_no_ip_or_ethtool_and_link_changes_are_reported() {
     assert!(status.success(), "{lines:?}");
     let _ = std::fs::remove_dir(&empty);
 }
+
+/// The owners map's entries, read with bpftool from the pin directory: (key bytes, value
+/// bytes).
+fn owner_entries(pins: &std::path::Path) -> Vec<(Vec<String>, Vec<String>)> {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(pins.join("IOTH_OWNERS"))
+        .output()
+        .expect("bpftool");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    let bytes = |x: &serde_json::Value| -> Vec<String> {
+        x.as_array()
+            .expect("raw bytes")
+            .iter()
+            .map(|b| b.as_str().unwrap().to_owned())
+            .collect()
+    };
+    v.as_array()
+        .expect("dump")
+        .iter()
+        .map(|e| (bytes(&e["key"]), bytes(&e["value"])))
+        .collect()
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn reaping_sees_through_a_reused_pid_and_leaves_other_pid_namespaces_alone() {
+    let fs = Bpffs::mount();
+    let env = fs.env();
+    let pair = VethPair::new("reapid", 1).expect("veth pair");
+    let iface = pair.host_if.clone();
+    let (ok, _, err) = ioth_env(&pair.host, env, &["attach", "--iface", &iface]);
+    assert!(ok, "attach: {err}");
+    let pins = std::fs::read_dir(fs.0.join("ioth"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+
+    // A killed server whose pid now belongs to a live process (here: a `sleep` of ours,
+    // written into its owner entries with bpftool; the start time stays the dead one's).
+    let mut server = Server::start_env(&pair, 2, "http", &[], &[env]);
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let mut sleeper = Command::new("sleep").arg("60").spawn().expect("sleep");
+    let pid = sleeper.id().to_le_bytes();
+    for (key, mut value) in owner_entries(&pins) {
+        for (i, b) in pid.iter().enumerate() {
+            value[i] = format!("0x{b:02x}");
+        }
+        let mut args = vec!["map".to_owned(), "update".into(), "pinned".into()];
+        args.push(pins.join("IOTH_OWNERS").to_string_lossy().into_owned());
+        args.push("key".into());
+        args.extend(key);
+        args.push("value".into());
+        args.extend(value);
+        let st = Command::new("bpftool")
+            .args(&args)
+            .status()
+            .expect("bpftool");
+        assert!(st.success(), "bpftool {args:?}");
+    }
+    let (ok, out, err) = ioth_env(&pair.host, env, &["reap", "--iface", &iface]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert!(
+        ok && out.contains("reaped 2"),
+        "a reused pid must not keep dead endpoints: {out}{err}"
+    );
+
+    // A live server in another pid namespace, at a pid that does not exist out here: its
+    // owner entries say nothing to us, so they are left alone.
+    let free_pid = (20_000..32_000u32)
+        .rev()
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .expect("a free pid");
+    let script = format!(
+        "echo {} > /proc/sys/kernel/ns_last_pid; {} serve --iface {iface} --threads 1 \
+         --ipv4 {}/24 --app http & wait",
+        free_pid - 1,
+        env!("CARGO_BIN_EXE_ioth"),
+        v4(0)
+    );
+    let mut foreign = pair
+        .host
+        .command("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
+        .env(env.0, env.1)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare");
+    let out = foreign.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.starts_with("ready threads="))),
+        "the server in its own pid namespace did not start"
+    );
+    let (_, eps, _) = ioth_env(&pair.host, env, &["endpoints", "--iface", &iface, "--json"]);
+    let eps: serde_json::Value = serde_json::from_str(&eps).unwrap();
+    assert_eq!(eps[0]["pid"], free_pid, "{eps}");
+    assert_eq!(eps[0]["owner_foreign"], true, "{eps}");
+    let (ok, out, err) = ioth_env(&pair.host, env, &["reap", "--iface", &iface]);
+    assert!(
+        ok && out.contains("reaped 0") && out.contains("left alone: 1"),
+        "{out}{err}"
+    );
+    let (ok, body) = peer_ok(
+        &pair.peer,
+        "curl",
+        &["-sS", "-m", "5", &format!("http://{}/", v4(0))],
+    );
+    assert!(
+        ok && body.contains("thread 0"),
+        "the foreign owner lost its endpoint: {body}"
+    );
+    // The namespace's init (sh) takes every process of it along when it dies.
+    let init = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        foreign.id(),
+        foreign.id()
+    ))
+    .unwrap_or_default();
+    for p in init.split_whitespace() {
+        let _ = Command::new("kill").args(["-KILL", p]).status();
+    }
+    let _ = foreign.kill();
+    let _ = foreign.wait();
+    let (ok, _, err) = ioth_env(&pair.host, env, &["detach", "--iface", &iface]);
+    assert!(ok, "{err}");
+}

@@ -223,7 +223,8 @@ fn vde_clients_reach_the_nic_and_each_other_through_ioth() {
     )
     .into_owned();
     assert!(
-        fdb.lines().any(|l| l.starts_with(&a_mac) && l.contains(" self")),
+        fdb.lines()
+            .any(|l| l.starts_with(&a_mac) && l.contains(" self")),
         "the tap's learned MAC {a_mac} is not on the device's address list:\n{fdb}"
     );
     let ports: Vec<&serde_json::Value> = eps

@@ -64,7 +64,7 @@ pub struct ServeArgs {
     pub ipv4: Option<String>,
     /// Serve DIR as a vde_switch-compatible switch (`DIR/ctl`): VDE clients (`vde_plug
     /// vde://DIR`, `vdens vde://DIR`, QEMU, `ioth run`) are its ports; frames between them
-    /// and the NIC go over AF_XDP. Without DIR: /run/ioth/vde/IF (`ioth run --iface IF`).
+    /// and the NIC go over AF_XDP. Without DIR: /run/ioth/vde/IF@nsN (`ioth run --iface IF`).
     #[arg(long, value_name = "DIR")]
     pub vde: Option<Option<std::path::PathBuf>>,
     /// Connect the switch to other hosts over VXLAN (repeatable):

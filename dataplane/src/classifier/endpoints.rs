@@ -44,11 +44,14 @@ impl Classifier {
         // The owners map allocates slots: claiming a slot is an insert-if-absent, atomic
         // even when several processes share pinned maps. The owner is this process and the
         // calling thread (a stack's thread).
+        let me = sys::ProcessIdentity::current();
         let owner = EndpointOwner {
-            pid: std::process::id(),
+            pid: me.pid,
             tid: nix::unistd::gettid().as_raw() as u32,
             thread: addrs.thread,
             kind: addrs.kind.code(),
+            start: me.start,
+            pidns: me.pidns,
         };
         let mut claimed = None;
         for s in FIRST_ENDPOINT_SLOT..SLOTS_PER_QUEUE {
@@ -254,15 +257,28 @@ impl Classifier {
 
     /// Removes every endpoint whose owning process no longer exists (a server that was
     /// killed): its addresses, sockets and owner entry. Returns the slots reaped.
+    ///
+    /// An owner is its pid *and* start time in its pid namespace ([`sys::ProcessIdentity`]):
+    /// a reused pid is not the owner, and an owner in another pid namespace is left alone
+    /// (its pid means nothing here; reap from its namespace). Reapers of all processes take
+    /// turns ([`sys::reap_lock`]), and each slot's owner is read again just before its
+    /// entries go, so an owner that claimed a slot meanwhile keeps it.
     pub fn reap_dead_owners(&mut self) -> Result<Vec<u32>> {
-        let dead: Vec<u32> = self
+        let _turn = sys::reap_lock().map_err(ClassifierError::ReapLock)?;
+        let dead: Vec<(u32, EndpointOwner)> = self
             .owners
             .iter()
             .filter_map(|kv| kv.ok())
-            .filter(|(_, o)| !sys::process_alive(o.pid))
-            .map(|(slot, _)| slot)
+            .filter(|(_, o)| owner_of(o).liveness() == sys::Liveness::Dead)
             .collect();
-        for &slot in &dead {
+        let mut reaped = Vec::new();
+        for (slot, seen) in dead {
+            // Still the same, still dead?
+            match self.owners.get(&slot, 0) {
+                Ok(now) if now == seen && owner_of(&now).liveness() == sys::Liveness::Dead => {}
+                _ => continue,
+            }
+            reaped.push(slot);
             for mac in remove_keys_of(&mut self.by_mac, slot) {
                 if let Some(n) = &mut self.nic {
                     n.remove(mac.addr);
@@ -275,7 +291,7 @@ impl Classifier {
             }
             let _ = self.owners.remove(&slot);
         }
-        Ok(dead)
+        Ok(reaped)
     }
 
     /// The endpoints registered through this classifier.
@@ -294,6 +310,15 @@ impl Classifier {
         self.xsks
             .set(xsk_index(queue, slot), socket, 0)
             .map_err(map_err(map_names::XSKS, "set"))
+    }
+}
+
+/// The identity an owners-map entry records.
+pub(crate) fn owner_of(o: &EndpointOwner) -> sys::ProcessIdentity {
+    sys::ProcessIdentity {
+        pid: o.pid,
+        start: o.start,
+        pidns: o.pidns,
     }
 }
 

@@ -1,4 +1,4 @@
-//! Persistent attachments: the classifier pinned in bpffs under `/sys/fs/bpf/ioth/IF/`, so
+//! Persistent attachments: the classifier pinned in bpffs under `/sys/fs/bpf/ioth/IF@nsN/`, so
 //! that servers can come and go without reloading it.
 //!
 //! `attach` loads the classifier with its maps pinned in that directory and pins its XDP link
@@ -6,8 +6,9 @@
 //! shares the maps instead of attaching again. `detach` removes the pins, which detaches the
 //! program once no process holds it. The directory is root-only (0700), the pins 0600.
 //!
-//! bpffs is global while interface names are per network namespace: outside the initial
-//! namespace the directory is `IF@ns<inode>`, so namespaces never collide.
+//! bpffs is global while interface names are per network namespace: the directory is
+//! `IF@ns<inode>` ([`crate::sys::netns_qualified`]), so namespaces never collide, also in
+//! containers with pid namespaces of their own.
 
 use std::{
     fs,
@@ -78,14 +79,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PinError {
 
 /// The pin directory of `iface` in the caller's network namespace.
 pub fn dir(iface: &str) -> PathBuf {
-    let ino = |p: &str| fs::metadata(p).map(|m| m.ino()).unwrap_or(0);
-    let here = ino("/proc/thread-self/ns/net");
-    let name = if here == ino("/proc/1/ns/net") {
-        iface.to_owned()
-    } else {
-        format!("{iface}@ns{here}")
-    };
-    bpffs().join("ioth").join(name)
+    bpffs()
+        .join("ioth")
+        .join(crate::sys::netns_qualified(iface))
 }
 
 /// Whether `iface` has a pinned attachment (its link pin exists).

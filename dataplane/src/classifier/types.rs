@@ -64,6 +64,9 @@ pub enum ClassifierError {
     /// No such endpoint.
     #[error("no endpoint in slot {0}")]
     UnknownEndpoint(u32),
+    /// The reapers' lock could not be taken.
+    #[error("taking the reapers' lock in /run/ioth")]
+    ReapLock(#[source] std::io::Error),
     /// The rx queue is beyond what the classifier serves.
     #[error("rx queue {0} is beyond the classifier's {MAX_QUEUES} queues")]
     QueueOutOfRange(u32),

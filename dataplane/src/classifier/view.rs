@@ -90,8 +90,12 @@ pub struct EndpointView {
     /// A port: what its switch says of it (client description, client pid, port number).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<PortInfo>,
-    /// Whether the owning process still exists.
+    /// Whether the owning process still exists (pid and start time; an owner in another pid
+    /// namespace counts as alive: it cannot be judged from here).
     pub owner_alive: bool,
+    /// The owner is in another pid namespace (`pid` is its pid there).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub owner_foreign: bool,
     /// Frames redirected to it.
     pub rx_packets: u64,
     /// Bytes redirected to it.
@@ -270,6 +274,10 @@ impl ClassifierView {
                 let (slot, o) = kv.map_err(|e| read_err("owners", e))?;
                 if let Some(e) = eps.get_mut(&slot) {
                     e.pid = o.pid;
+                    let live = super::endpoints::owner_of(&o).liveness();
+                    // One in another pid namespace cannot be judged from here: not dead.
+                    e.owner_alive = live != sys::Liveness::Dead;
+                    e.owner_foreign = live == sys::Liveness::Foreign;
                     e.tid = o.tid;
                     e.thread = o.thread;
                     e.kind = EndpointKind::from_code(o.kind);
@@ -295,7 +303,6 @@ impl ClassifierView {
             e.ipv6.sort();
             e.macs.sort();
             e.mac = e.macs.first().copied();
-            e.owner_alive = sys::process_alive(e.pid);
             if e.kind == EndpointKind::Port {
                 e.port = port_info(e.pid, e.slot);
             }
@@ -324,6 +331,7 @@ fn blank(slot: u32) -> EndpointView {
         kind: EndpointKind::Thread,
         port: None,
         owner_alive: false,
+        owner_foreign: false,
         rx_packets: 0,
         rx_bytes: 0,
         rx_dropped: 0,

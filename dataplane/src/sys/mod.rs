@@ -43,6 +43,17 @@ pub fn parse_ifname(name: &str) -> Result<String, String> {
 /// The runtime directory: capture sockets, port descriptions, default switch directories.
 pub const RUN_DIR: &str = "/run/ioth";
 
+/// `iface` qualified by the caller's network namespace, `IF@ns<inode>`: a name for global
+/// places (bpffs pins, `/run` directories) where interface names, which are per namespace,
+/// would collide. The namespace is always named: telling "the initial one" by comparing with
+/// pid 1's is wrong in a pid namespace (a container's pid 1 shares the container's network
+/// namespace), which made two namespaces share one name.
+pub fn netns_qualified(iface: &str) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let here = std::fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino());
+    format!("{iface}@ns{here}")
+}
+
 /// Where a switch in process `pid` describes its ports for other processes.
 pub fn ports_file(pid: u32) -> std::path::PathBuf {
     std::path::PathBuf::from(RUN_DIR).join(format!("{pid}.ports.json"))
@@ -65,6 +76,102 @@ pub fn process_alive(pid: u32) -> bool {
         .next()
         .and_then(|r| r.split_whitespace().next());
     !matches!(state, Some("Z" | "X" | "x") | None)
+}
+
+/// Who owns something in shared state (a classifier slot): a pid alone is not an identity —
+/// pids are reused, and mean nothing outside their pid namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    /// Process id, in `pidns`.
+    pub pid: u32,
+    /// Start time, clock ticks after boot (0: not known).
+    pub start: u64,
+    /// Inode of the pid namespace (0: not known).
+    pub pidns: u64,
+}
+
+/// What can be said of an owner from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Running.
+    Alive,
+    /// Gone: no such process, a zombie, or its pid now belongs to a newer process.
+    Dead,
+    /// In another pid namespace: its pid means nothing here.
+    Foreign,
+}
+
+impl ProcessIdentity {
+    /// This process.
+    pub fn current() -> Self {
+        let pid = std::process::id();
+        Self {
+            pid,
+            start: start_time(pid).unwrap_or(0),
+            pidns: pid_namespace("self").unwrap_or(0),
+        }
+    }
+
+    /// Whether the owner is still running, seen from this process's pid namespace.
+    pub fn liveness(&self) -> Liveness {
+        if self.pidns != 0
+            && let Some(ours) = pid_namespace("self")
+            && ours != self.pidns
+        {
+            return Liveness::Foreign;
+        }
+        if !process_alive(self.pid) {
+            return Liveness::Dead;
+        }
+        match start_time(self.pid) {
+            // The pid was reused by a process started later.
+            Some(t) if self.start != 0 && t != self.start => Liveness::Dead,
+            _ => Liveness::Alive,
+        }
+    }
+}
+
+/// Serialises reapers across processes: an exclusive `flock` on `RUN_DIR/reap.lock`, held
+/// until the returned file drops. Two reapers of the same slots would otherwise race (one
+/// deleting entries a new owner has just claimed after the other freed the slot).
+pub fn reap_lock() -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    std::fs::create_dir_all(RUN_DIR)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::path::Path::new(RUN_DIR).join("reap.lock"))?;
+    loop {
+        // SAFETY: flock(2) on an fd this function owns; no memory is involved.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(f);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// Process `pid`'s start time (`/proc/PID/stat` field 22).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name start at field 3 (the state).
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()
+}
+
+/// The inode of the pid namespace of `/proc/<which>` (`self` or a pid).
+fn pid_namespace(which: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(format!("/proc/{which}/ns/pid"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// Most fds [`wait_readable`] waits on at once (one socket per rx queue of a stack).
@@ -259,6 +366,32 @@ mod tests {
             rx_queues("ioth-nonesuch"),
             Err(QueuesError::NoSuchInterface(_))
         ));
+    }
+
+    #[test]
+    fn an_identity_is_pid_start_time_and_pid_namespace() {
+        let me = ProcessIdentity::current();
+        assert!(me.start > 0 && me.pidns > 0, "{me:?}");
+        assert_eq!(me.liveness(), Liveness::Alive);
+        // The same pid started at another time: a reused pid, so the owner is gone.
+        let reused = ProcessIdentity {
+            start: me.start + 1,
+            ..me
+        };
+        assert_eq!(reused.liveness(), Liveness::Dead);
+        // An owner in another pid namespace: its pid says nothing here.
+        let foreign = ProcessIdentity {
+            pidns: me.pidns + 1,
+            ..me
+        };
+        assert_eq!(foreign.liveness(), Liveness::Foreign);
+        // Not known (older entries): the pid alone decides.
+        let bare = ProcessIdentity {
+            start: 0,
+            pidns: 0,
+            ..me
+        };
+        assert_eq!(bare.liveness(), Liveness::Alive);
     }
 
     #[test]

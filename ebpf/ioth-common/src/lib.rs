@@ -130,6 +130,12 @@ pub struct EndpointOwner {
     pub thread: u32,
     /// What the endpoint is: [`OWNER_THREAD`], [`OWNER_PORT`] or [`OWNER_SWITCH`].
     pub kind: u32,
+    /// The process's start time (clock ticks after boot, `/proc/PID/stat` field 22): with
+    /// the pid, an identity a reused pid does not match (0: not known).
+    pub start: u64,
+    /// The inode of the owner's pid namespace (`/proc/PID/ns/pid`): `pid` means something
+    /// only to a reaper in the same one (0: not known).
+    pub pidns: u64,
 }
 
 /// [`EndpointOwner::kind`]: a thread's own stack.
@@ -302,7 +308,7 @@ const _: () = assert!(core::mem::size_of::<EndpointStats>() == 24);
 const _: () = assert!(core::mem::size_of::<EndpointTx>() == 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 4);
 const _: () = assert!(core::mem::size_of::<Trace>() == 16);
-const _: () = assert!(core::mem::size_of::<EndpointOwner>() == 16);
+const _: () = assert!(core::mem::size_of::<EndpointOwner>() == 32);
 const _: () = assert!(XSK_MAP_ENTRIES == MAX_QUEUES * SLOTS_PER_QUEUE);
 
 #[cfg(feature = "user")]

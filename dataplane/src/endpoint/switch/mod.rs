@@ -16,20 +16,12 @@ pub mod vxlan;
 
 pub use bridge::{SwitchCounters, SwitchError, SwitchHandle, SwitchOptions, spawn};
 
-use std::{os::unix::fs::MetadataExt as _, path::PathBuf};
+use std::path::PathBuf;
 
-/// Where a switch on `iface` lives when no directory is named: `/run/ioth/vde/IF`, or
-/// `IF@ns<inode>` outside the initial network namespace (interface names are per
-/// namespace, `/run` is not).
+/// Where a switch on `iface` lives when no directory is named: `/run/ioth/vde/IF@ns<inode>`
+/// (interface names are per network namespace, `/run` is not).
 pub fn default_dir(iface: &str) -> PathBuf {
-    let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0);
-    let here = ino("/proc/thread-self/ns/net");
-    let name = if here == ino("/proc/1/ns/net") {
-        iface.to_owned()
-    } else {
-        format!("{iface}@ns{here}")
-    };
     PathBuf::from(crate::capture::RUN_DIR)
         .join("vde")
-        .join(name)
+        .join(crate::sys::netns_qualified(iface))
 }
