@@ -1002,6 +1002,11 @@ fn serve_and_status_need_no_ip_or_ethtool_and_link_changes_are_reported() {
     host_ip(&["link", "set", &pair.host_if, "up"]);
     let want = [
         format!("link {}: mtu 1500 -> 1400", pair.host_if),
+        format!(
+            "link {}: warning: mtu 1400 is below the stacks' 1500: larger packets will not \
+             pass (restart with a smaller --mtu to adapt)",
+            pair.host_if
+        ),
         format!("link {}: down", pair.host_if),
         format!("link {}: up", pair.host_if),
     ];
@@ -1157,4 +1162,92 @@ fn reaping_sees_through_a_reused_pid_and_leaves_other_pid_namespaces_alone() {
     let _ = foreign.wait();
     let (ok, _, err) = ioth_env(&pair.host, env, &["detach", "--iface", &iface]);
     assert!(ok, "{err}");
+}
+
+/// Waits (at most 10 s) for `server` to exit by itself; its status and every line it printed.
+fn exits_by_itself(mut server: Server) -> (std::process::ExitStatus, Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Ok(Some(st)) = server.child.try_wait() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop by itself"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    thread::sleep(Duration::from_millis(100));
+    (status, server.lines.try_iter().collect())
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn new_rx_queues_or_a_removed_interface_stop_the_server_saying_why() {
+    // `ethtool -L` adds a queue the server has no socket on: its frames would be lost.
+    let pair = VethPair::new("lnkq", 2).expect("veth pair");
+    pair.host
+        .exec("ethtool", &["-L", &pair.host_if, "rx", "1", "tx", "1"])
+        .expect("ethtool -L 1");
+    let server = Server::start(&pair, 1, "echo", &[]);
+    assert!(server.ready[0].contains("queues=1"), "{:?}", server.ready);
+    pair.host
+        .exec("ethtool", &["-L", &pair.host_if, "rx", "2", "tx", "2"])
+        .expect("ethtool -L 2");
+    let (status, lines) = exits_by_itself(server);
+    assert!(!status.success(), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains(&format!(
+            "link {}: 2 rx queues now, sockets on 1",
+            pair.host_if
+        ))),
+        "{lines:?}"
+    );
+    drop(pair);
+
+    // The interface goes away.
+    let pair = VethPair::new("lnkrm", 1).expect("veth pair");
+    let server = Server::start(&pair, 1, "echo", &[]);
+    pair.host
+        .ip(&["link", "del", &pair.host_if])
+        .expect("ip link del");
+    let (status, lines) = exits_by_itself(server);
+    assert!(!status.success(), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("link {}: removed; stopping", pair.host_if)),
+        "{lines:?}"
+    );
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn the_stacks_mtu_is_chosen_and_checked_against_the_link_and_the_frame() {
+    let pair = VethPair::new("mtu", 1).expect("veth pair");
+    let serve = |mtu: &str| {
+        pair.host
+            .command(env!("CARGO_BIN_EXE_ioth"))
+            .args(["serve", "--iface", &pair.host_if, "--threads", "1"])
+            .args(["--ipv4", &format!("{}/24", v4(0)), "--mtu", mtu])
+            .output()
+            .expect("ioth serve")
+    };
+    for (mtu, why) in [("9000", "MTU"), ("1600", "MTU"), ("1000", "1280")] {
+        let out = serve(mtu);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(why),
+            "--mtu {mtu} must be refused clearly: {err}"
+        );
+    }
+    // A smaller one than the link's is fine: a 1400-byte ping fits, the stack answers.
+    let server = Server::start(&pair, 1, "echo", &["--mtu", "1400"]);
+    let (ok, out) = peer_ok(
+        &pair.peer,
+        "ping",
+        &["-c", "1", "-W", "2", "-s", "1372", &v4(0).to_string()],
+    );
+    assert!(ok, "a 1400-byte ping to a stack with MTU 1400: {out}");
+    drop(server);
 }

@@ -150,6 +150,7 @@ pub fn stack_configs(args: &ServeArgs) -> Result<Vec<StackConfig>> {
             tcp_tx_buffer: args.tcp_buffer,
             congestion: args.congestion,
             max_sockets: args.max_sockets,
+            mtu: args.mtu,
             tcp_timeout: (args.tcp_timeout > 0)
                 .then(|| smoltcp::time::Duration::from_secs(args.tcp_timeout)),
             tcp_keep_alive: (args.tcp_keepalive > 0)

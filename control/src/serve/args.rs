@@ -122,6 +122,9 @@ pub struct ServeArgs {
     /// Most sockets per stack.
     #[arg(long, default_value_t = 4096)]
     pub max_sockets: usize,
+    /// The stacks' IP MTU (at most the link's, and what fits a UMEM frame: 1778).
+    #[arg(long, default_value_t = 1500)]
+    pub mtu: usize,
     /// Seconds a TCP peer may stay silent while we wait on it (handshake, data, FIN,
     /// keep-alive) before the connection is aborted; 0: never.
     #[arg(long, default_value_t = 120)]

@@ -1,21 +1,40 @@
-//! Watches the served interface through rtnetlink notifications: administrative down/up,
-//! carrier loss and return, MTU changes and removal are noticed and reported, on stdout
-//! (`link IF: …` lines) and in the log. What the server does about them beyond reporting
-//! belongs to the hardening work (DESIGN.md, "Known issues").
+//! Watches the served interface through rtnetlink notifications (and its rx queue count
+//! through the ethtool ioctl, once a second), reports every change on stdout (`link IF: …`
+//! lines) and in the log, and reacts:
+//!
+//! - down/up, carrier lost/back: reported; serving goes on (the program and the AF_XDP
+//!   sockets stay bound; frames flow again once the link is up);
+//! - MTU below the stacks' MTU: reported with a warning (larger frames will not pass);
+//! - more rx queues than the server has sockets for (`ethtool -L`): the frames of the new
+//!   queues would be lost without a word, so the server stops and exits non-zero, saying why;
+//! - the interface removed: the server stops and exits non-zero, saying why.
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     thread::{self, JoinHandle},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
 use ioth_dataplane::sys::{
     netlink::{Link, LinkEvent, LinkEvents, Rtnetlink},
-    wait_readable,
+    rx_queues, wait_readable,
 };
+
+/// What the server was set up for, to judge changes against.
+#[derive(Clone, Copy, Debug)]
+pub struct Served {
+    /// Rx queues with sockets.
+    pub queues: u32,
+    /// The largest IP MTU of the stacks.
+    pub mtu: usize,
+}
+
+/// Why the watch stopped the server (set before `stop`).
+pub type Fatal = Arc<Mutex<Option<String>>>;
 
 /// What changed between two states of a link, in words.
 pub fn changes(iface: &str, before: &Link, now: &Link) -> Vec<String> {
@@ -38,8 +57,23 @@ pub fn changes(iface: &str, before: &Link, now: &Link) -> Vec<String> {
     out
 }
 
-/// Starts watching `iface` (in this thread's network namespace) until `stop` is set.
-pub fn spawn(iface: &str, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>> {
+/// Starts watching `iface` (in this thread's network namespace) until `stop` is set; the
+/// returned [`Fatal`] says why, if the watch stopped the server.
+pub fn spawn(
+    iface: &str,
+    stop: Arc<AtomicBool>,
+    served: Served,
+) -> Result<(JoinHandle<()>, Fatal)> {
+    let fatal: Fatal = Arc::new(Mutex::new(None));
+    let give_up = {
+        let (fatal, stop) = (Arc::clone(&fatal), Arc::clone(&stop));
+        move |why: String| {
+            log::error!("{why}");
+            say!("{why}");
+            *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            stop.store(true, Ordering::Relaxed);
+        }
+    };
     // Subscribe first, then read the state: no change can fall between the two.
     let mut events = LinkEvents::subscribe().context("subscribing to link events")?;
     let mut last = Rtnetlink::open()
@@ -47,10 +81,24 @@ pub fn spawn(iface: &str, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>> {
         .context("reading the served interface")?
         .with_context(|| format!("no network interface named {iface:?}"))?;
     let iface = iface.to_owned();
-    thread::Builder::new()
+    let mut queues_at = Instant::now();
+    let handle = thread::Builder::new()
         .name("ioth-linkwatch".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
+                if queues_at.elapsed() >= Duration::from_secs(1) {
+                    queues_at = Instant::now();
+                    if let Ok(n) = rx_queues(&iface)
+                        && n > served.queues
+                    {
+                        give_up(format!(
+                            "link {iface}: {n} rx queues now, sockets on {}: frames on the \
+                             others would be lost; stopping (restart to serve them)",
+                            served.queues
+                        ));
+                        return;
+                    }
+                }
                 match wait_readable(&[events.fd()], 200) {
                     Ok(true) => {}
                     Ok(false) => continue,
@@ -73,18 +121,29 @@ pub fn spawn(iface: &str, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>> {
                                 log::warn!("{line}");
                                 say!("{line}");
                             }
+                            if now.mtu != last.mtu && (now.mtu as usize) < served.mtu {
+                                let line = format!(
+                                    "link {iface}: warning: mtu {} is below the stacks' {}: \
+                                     larger packets will not pass (restart with a smaller \
+                                     --mtu to adapt)",
+                                    now.mtu, served.mtu
+                                );
+                                log::warn!("{line}");
+                                say!("{line}");
+                            }
                             last = now;
                         }
                         LinkEvent::Removed { index, .. } if index == last.index => {
-                            log::warn!("link {iface}: removed");
-                            say!("link {iface}: removed");
+                            give_up(format!("link {iface}: removed; stopping"));
+                            return;
                         }
                         _ => {}
                     }
                 }
             }
         })
-        .context("starting the link watch")
+        .context("starting the link watch")?;
+    Ok((handle, fatal))
 }
 
 #[cfg(test)]

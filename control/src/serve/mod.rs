@@ -85,7 +85,14 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let watch = linkwatch::spawn(&args.iface, Arc::clone(&stop))?;
+    let (watch, link_fatal) = linkwatch::spawn(
+        &args.iface,
+        Arc::clone(&stop),
+        linkwatch::Served {
+            queues: dp.queues().len() as u32,
+            mtu: configs.iter().map(|c| c.mtu).max().unwrap_or(1500),
+        },
+    )?;
     let wargs = Arc::new(WorkerArgs {
         apps: apps.clone(),
         backlog: args.backlog,
@@ -214,6 +221,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             format!("NO ({})", unaccounted.join("; "))
         }
     );
+    if let Some(why) = link_fatal.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        bail!("{why}");
+    }
     if died > 0 {
         bail!("{died} worker death(s) during the run (each was restarted)");
     }
