@@ -157,7 +157,6 @@ pub fn stack_configs(args: &ServeArgs) -> Result<Vec<StackConfig>> {
                 .then(|| smoltcp::time::Duration::from_secs(args.tcp_keepalive)),
             seed: u64::from(i) ^ 0x10_7e_ad,
             thread: u32::from(i),
-            ..StackConfig::default()
         });
     }
     // Refuse bad addresses before anything is attached.
