@@ -228,7 +228,42 @@ pub fn attach(args: &AttachArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn detach(args: &IfaceArgs) -> Result<()> {
+#[derive(clap::Args, Debug)]
+pub struct DetachArgs {
+    /// Interface.
+    #[arg(long, value_parser = ioth_dataplane::sys::parse_ifname)]
+    pub iface: String,
+    /// Detach even though live processes own endpoints on it (their traffic then goes to
+    /// the kernel).
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn detach(args: &DetachArgs) -> Result<()> {
+    if !args.force
+        && let Ok(eps) = ioth_dataplane::classifier::ClassifierView::open(&args.iface)
+            .and_then(|v| v.endpoints())
+    {
+        let mut live: Vec<u32> = eps
+            .iter()
+            .filter(|e| e.owner_alive)
+            .map(|e| e.pid)
+            .collect();
+        live.sort_unstable();
+        live.dedup();
+        if !live.is_empty() {
+            bail!(
+                "{} endpoint(s) on {} belong to live processes (pid {}): detaching would cut \
+                 them off; stop them first, or detach --force",
+                eps.iter().filter(|e| e.owner_alive).count(),
+                args.iface,
+                live.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     ioth_dataplane::classifier::pin::detach(&args.iface)?;
     println!("detached from {}", args.iface);
     Ok(())

@@ -48,7 +48,7 @@ enum Cmd {
     /// Attach the classifier persistently (pinned under /sys/fs/bpf/ioth/IF@nsN/).
     Attach(inspect::AttachArgs),
     /// Remove a persistent attachment.
-    Detach(inspect::IfaceArgs),
+    Detach(inspect::DetachArgs),
     /// Remove the endpoints of dead owners from a persistent attachment.
     Reap(inspect::IfaceArgs),
     /// Serve the classifier's metrics of attached interfaces (no server needed).

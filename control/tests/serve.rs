@@ -786,6 +786,13 @@ fn a_pinned_attachment_outlives_servers_and_dead_owners_are_reaped() {
     );
     assert!(!ok && err.contains("one process per interface"), "{err}");
     assert_eq!(count(), 2, "a failed server left endpoints behind");
+    // Detaching under a live server needs --force.
+    let (ok, _, err) = ioth_env(&pair.host, env, &["detach", "--iface", &iface]);
+    assert!(
+        !ok && err.contains("2 endpoint(s)") && err.contains("detach --force"),
+        "{err}"
+    );
+    assert!(xdp_attached(&pair.host, &iface));
     let (st, rest) = server.stop();
     assert!(st.success());
     assert!(
@@ -1160,8 +1167,12 @@ fn reaping_sees_through_a_reused_pid_and_leaves_other_pid_namespaces_alone() {
     }
     let _ = foreign.kill();
     let _ = foreign.wait();
+    // Its entries stay (nobody here can tell it is gone): detaching takes --force.
     let (ok, _, err) = ioth_env(&pair.host, env, &["detach", "--iface", &iface]);
+    assert!(!ok && err.contains("detach --force"), "{err}");
+    let (ok, _, err) = ioth_env(&pair.host, env, &["detach", "--iface", &iface, "--force"]);
     assert!(ok, "{err}");
+    assert!(!xdp_attached(&pair.host, &iface));
 }
 
 /// Waits (at most 10 s) for `server` to exit by itself; its status and every line it printed.
