@@ -418,3 +418,95 @@ fn the_source_app_streams_zeros_to_a_kernel_reader() {
         .expect("socat");
     assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "2000000");
 }
+
+/// Asks the capture socket of server `pid` for endpoint `slot`; the first line answered and
+/// the connection.
+fn capture_request(pid: u32, iface: &str, slot: u64) -> (String, std::os::unix::net::UnixStream) {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(format!("/run/ioth/{pid}.sock"))
+        .expect("connect to the capture socket");
+    writeln!(s, "IOTH-CAPTURE 1 {iface} {slot}").expect("request");
+    let mut line = String::new();
+    std::io::BufReader::new(s.try_clone().unwrap())
+        .read_line(&mut line)
+        .expect("answer");
+    (line.trim().to_owned(), s)
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn capture_drops_a_client_that_stops_reading_and_refuses_other_users() {
+    let pair = VethPair::new("capacl", 1).expect("veth pair");
+    let server = Server::start(&pair, 1, "echo", &[]);
+    let pid = server.child.id();
+    let eps = ioth_json(&pair.host, &["endpoints", "--json"]);
+    let slot = eps[0]["slot"].as_u64().expect("slot");
+    // A client that asks and then never reads, while the endpoint is flooded with pings.
+    let (ok, stuck) = capture_request(pid, &pair.host_if, slot);
+    assert_eq!(ok, "OK");
+    let (again, _) = capture_request(pid, &pair.host_if, slot);
+    assert!(again.contains("already being captured"), "{again}");
+    let (ok, out) = peer_ok(
+        &pair.peer,
+        "ping",
+        &[
+            "-f",
+            "-c",
+            "20000",
+            "-s",
+            "1400",
+            "-W",
+            "1",
+            &v4(0).to_string(),
+        ],
+    );
+    assert!(ok, "ping flood: {out}");
+    // The write timeout (3 s) frees the capture for someone who reads.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (answer, _) = capture_request(pid, &pair.host_if, slot);
+        if answer == "OK" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a client that never reads still holds the capture: {answer}"
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+    drop(stuck);
+
+    // Only root or the server's user: with the socket opened to everyone (a loosened mode),
+    // the credential check still refuses the nobody user.
+    use std::os::unix::fs::PermissionsExt as _;
+    let sock = format!("/run/ioth/{pid}.sock");
+    let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let (dir_mode, sock_mode) = (mode("/run/ioth"), mode(&sock));
+    let set =
+        |p: &str, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    set("/run/ioth", 0o755);
+    set(&sock, 0o666);
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(format!(
+            "echo 'IOTH-CAPTURE 1 {} {slot}' | timeout 5 socat -t 2 - UNIX-CONNECT:{sock}",
+            pair.host_if
+        ))
+        .output()
+        .expect("setpriv");
+    set("/run/ioth", dir_mode);
+    set(&sock, sock_mode);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ERR permission denied"),
+        "the nobody user: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(server);
+}

@@ -244,9 +244,33 @@ fn serve(listener: UnixListener, generation: u64) {
     }
 }
 
+/// How long a write to a capture client may block: one that stops reading is dropped
+/// (and the endpoint can be captured again), never holding its thread forever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Whether the peer of `stream` may capture: root, or the user this process runs as. The
+/// socket's file mode (0600 in a 0700 directory) says the same; this holds if those were
+/// loosened.
+fn peer_allowed(stream: &UnixStream) -> bool {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    match getsockopt(stream, PeerCredentials) {
+        Ok(c) => c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw(),
+        Err(_) => false,
+    }
+}
+
 fn client(stream: UnixStream) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    if !peer_allowed(&stream) {
+        let mut out = &stream;
+        writeln!(
+            out,
+            "ERR permission denied (root or the server's user only)"
+        )?;
+        return Ok(());
+    }
     let mut line = String::new();
     BufReader::new(stream.try_clone()?)
         .take(256)
