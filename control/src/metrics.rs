@@ -554,7 +554,20 @@ fn reap_pinned(
     };
     for iface in ifaces {
         if !ioth_dataplane::classifier::pin::is_pinned(&iface) {
+            open.remove(&iface);
             continue;
+        }
+        // Detached and attached again since the last sweep: the maps held open are the old
+        // attachment's (still valid, so nothing fails), and reaping them would miss the new
+        // one's dead owners. Compare program ids; reopen on a change.
+        let live = ioth_dataplane::classifier::ClassifierView::open(&iface)
+            .map(|v| v.attachment().program_id)
+            .ok();
+        if let Some(c) = open.get(&iface)
+            && c.program_id().ok() != live
+        {
+            log::info!("{iface}: attached anew; reopening its pins");
+            open.remove(&iface);
         }
         let c = match open.entry(iface.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),

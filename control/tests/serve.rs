@@ -896,17 +896,31 @@ fn the_exporter_serves_a_pinned_attachment_with_and_without_a_server() {
         );
         assert!(ok);
     }
-    let mut exporter = pair
-        .host
-        .command(env!("CARGO_BIN_EXE_ioth"))
-        .args(["exporter", "--listen", "19466", "--reap-every", "1"])
-        .env(env.0, env.1)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("ioth exporter");
-    let mut line = String::new();
-    let mut exporter_out = BufReader::new(exporter.stdout.take().unwrap());
-    exporter_out.read_line(&mut line).unwrap();
+    // Killed if the test fails: a stray exporter would hold the harness's output open.
+    let mut exporter = KillOnDrop(
+        pair.host
+            .command(env!("CARGO_BIN_EXE_ioth"))
+            .args(["exporter", "--listen", "19466", "--reap-every", "1"])
+            .env(env.0, env.1)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("ioth exporter"),
+    );
+    // Its lines, read on a thread: a line that never comes fails the test, never hangs it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = exporter.0.stdout.take().unwrap();
+    thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = || {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a line from the exporter within 10 s")
+    };
+    let line = next_line();
     assert!(line.starts_with("metrics http://127.0.0.1:19466"), "{line}");
     let scrape = || {
         let out = pair
@@ -950,8 +964,23 @@ fn the_exporter_serves_a_pinned_attachment_with_and_without_a_server() {
     assert_eq!(eps.as_array().map(Vec::len), Some(2), "{eps}");
     killed.child.kill().expect("SIGKILL");
     let _ = killed.child.wait();
-    line.clear();
-    exporter_out.read_line(&mut line).unwrap();
+    let line = next_line();
+    assert!(
+        line.starts_with("reaped endpoints of dead owners"),
+        "{line}"
+    );
+    let eps = endpoints();
+    assert_eq!(eps.as_array().map(Vec::len), Some(0), "{eps}");
+    // Detached and attached again under the running exporter: it follows the new
+    // attachment (before, it kept reaping the old maps and missed this server).
+    let (ok, _, err) = ioth_env(&pair.host, env, &["detach", "--iface", &iface]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = ioth_env(&pair.host, env, &["attach", "--iface", &iface]);
+    assert!(ok, "{err}");
+    let mut killed = Server::start_env(&pair, 1, "http", &[], &[env]);
+    killed.child.kill().expect("SIGKILL");
+    let _ = killed.child.wait();
+    let line = next_line();
     assert!(
         line.starts_with("reaped endpoints of dead owners"),
         "{line}"
@@ -959,10 +988,10 @@ fn the_exporter_serves_a_pinned_attachment_with_and_without_a_server() {
     let eps = endpoints();
     assert_eq!(eps.as_array().map(Vec::len), Some(0), "{eps}");
     let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(exporter.id() as i32),
+        nix::unistd::Pid::from_raw(exporter.0.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
-    let st = exporter.wait().unwrap();
+    let st = exporter.0.wait().unwrap();
     assert!(st.success(), "exporter exit {st}");
     let (ok, _, err) = ioth_env(&pair.host, env, &["detach", "--iface", &iface]);
     assert!(ok, "{err}");
@@ -1261,4 +1290,14 @@ fn the_stacks_mtu_is_chosen_and_checked_against_the_link_and_the_frame() {
     );
     assert!(ok, "a 1400-byte ping to a stack with MTU 1400: {out}");
     drop(server);
+}
+
+/// A child process killed when dropped (a failing test leaves nothing running).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
