@@ -407,3 +407,65 @@ fn a_million_random_and_mutated_frames_agree_with_the_reference() {
     }
     let _ = NO_SLOT;
 }
+
+/// The inputs the `classify` fuzz target found (its corpus, grown by `cargo xtask fuzz` and by
+/// the fuzz step of `cargo xtask test`) and those that once crashed it (committed).
+fn fuzz_inputs() -> Vec<(String, Vec<u8>)> {
+    let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut v = Vec::new();
+    for dir in ["corpus/classify", "regressions/classify"] {
+        for e in std::fs::read_dir(fuzz.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(b) = std::fs::read(e.path()) {
+                v.push((e.path().display().to_string(), b));
+            }
+        }
+    }
+    v
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn the_fuzz_corpus_through_the_loaded_program() {
+    // Each input as the fuzz target reads it: byte 0 picks the queue (bits 0-4, modulo 20)
+    // and fan-out (bit 5); the rest is the frame. The fixtures come too, so the test has
+    // something to check before any fuzzing has run.
+    let mut inputs = fuzz_inputs();
+    let corpus = inputs.len();
+    for c in fixtures::cases() {
+        let sel = (c.queue as u8 % 20) | if c.fanout { 0x20 } else { 0 };
+        let mut b = vec![sel];
+        b.extend_from_slice(&c.frame);
+        inputs.push((c.name.clone(), b));
+    }
+    let dev = device("fuzzcorpus");
+    let mut checked = 0;
+    for fanout in [false, true] {
+        let tables = fixtures::standard(fanout);
+        // The trace map gives the slot and index the program chose, not only its action.
+        let mut c = Classifier::load(LoadOptions {
+            trace: true,
+            ..LoadOptions::default()
+        })
+        .expect("load classifier");
+        let mut sockets = Vec::new();
+        install(&mut c, &tables, &mut sockets);
+        for (name, input) in &inputs {
+            let Some((&sel, frame)) = input.split_first() else {
+                continue;
+            };
+            if (sel & 0x20 != 0) != fanout || frame.len() < ioth_common::wire::ETH_HLEN {
+                continue;
+            }
+            let queue = u32::from(sel & 0x1f) % 20;
+            let want = classify(frame, queue, &tables);
+            assert_eq!(run(&c, &dev, frame, queue), want, "{name}");
+            checked += 1;
+        }
+    }
+    println!("fuzz corpus through the loaded program: {checked} inputs ({corpus} from the corpus)");
+    assert!(checked >= 40, "too few inputs: {checked}");
+}

@@ -7,6 +7,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod imports;
 mod setup;
 mod spawns;
@@ -35,6 +36,9 @@ enum Cmd {
     /// Check the house rules (also part of `test`): no two modules of a crate import each
     /// other; the library and the binary start no programs.
     Imports,
+    /// Fuzz the parsers, the reference classifier and a stack (cargo-fuzz, nightly);
+    /// crashes become committed regression inputs in fuzz/regressions/.
+    Fuzz(fuzz::FuzzArgs),
     /// Write the man page and shell completions of `ioth` into target/dist/.
     Dist,
 }
@@ -71,6 +75,7 @@ fn main() {
         Cmd::Demo(a) => demo::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Imports => imports::check(&cmd::root()).and_then(|()| spawns::check(&cmd::root())),
+        Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Dist => dist(),
     };
     if let Err(e) = r {

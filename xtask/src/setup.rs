@@ -2,7 +2,8 @@
 //!
 //! - Debian packages (the C part of xsk-rs, and the real peers the tests run);
 //! - rust-src for the nightly toolchain (the eBPF crate builds `core` itself);
-//! - bpf-linker 0.13, built against the nightly toolchain's own libLLVM into `.tools/`.
+//! - bpf-linker 0.13, built against the nightly toolchain's own libLLVM into `.tools/`;
+//! - cargo-fuzz, into `.tools/` too (`cargo xtask fuzz`).
 //!
 //! A second run finds everything in place and returns in seconds.
 
@@ -232,12 +233,33 @@ fn bpf_linker(n: &Nightly) -> Result<()> {
     Ok(())
 }
 
+/// The cargo-fuzz release `cargo xtask fuzz` (and the fuzz step of `cargo xtask test`) run.
+const CARGO_FUZZ: &str = "cargo-fuzz@0.13.2";
+
+/// Installs cargo-fuzz into `.tools/` (half a minute, once).
+fn cargo_fuzz() -> Result<()> {
+    let bin = tools_dir().join("bin/cargo-fuzz");
+    if bin.exists() {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing {CARGO_FUZZ} into {}",
+        tools_dir().display()
+    );
+    let mut install = command("cargo");
+    install
+        .args(["install", CARGO_FUZZ, "--locked", "--root"])
+        .arg(tools_dir());
+    cmd::run(&mut install).context("installing cargo-fuzz (crates.io reachable?)")
+}
+
 /// Runs the whole set-up. Returns what the eBPF build needs to know.
 pub fn run() -> Result<Nightly> {
     let started = std::time::Instant::now();
     packages()?;
     let n = nightly()?;
     bpf_linker(&n)?;
+    cargo_fuzz()?;
     eprintln!(
         "setup: ready (nightly LLVM {}, bpf-linker in {}) in {:.1?}",
         n.llvm_major,

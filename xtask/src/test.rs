@@ -160,6 +160,16 @@ pub fn run(args: &TestArgs) -> Result<()> {
             cmd::run(command("cargo").args(["fmt", "--all", "--", "--check"])),
         );
         t.step(
+            "cargo fmt --check (fuzz targets)",
+            cmd::run(command("cargo").args([
+                "fmt",
+                "--manifest-path",
+                "fuzz/Cargo.toml",
+                "--",
+                "--check",
+            ])),
+        );
+        t.step(
             "clippy -D warnings",
             cmd::run(command("cargo").args([
                 "clippy",
@@ -218,6 +228,13 @@ pub fn run(args: &TestArgs) -> Result<()> {
         "unprivileged tests",
         &["--workspace", "--exclude", "ioth-ebpf", "--locked"],
     )?;
+
+    // Every fuzz target briefly (regression inputs first): before the privileged tests, which
+    // replay the classifier corpus this grows through the loaded program.
+    t.step(
+        "fuzz smoke run (15 s per target)",
+        crate::fuzz::fuzz(crate::fuzz::TARGETS, std::time::Duration::from_secs(15)),
+    );
 
     if root {
         // The privileged tests are the ignored ones; each makes its own namespaces, so they

@@ -22,3 +22,24 @@ pub enum Direction {
     /// Sent by the endpoint.
     Tx,
 }
+
+/// A client's request line, `IOTH-CAPTURE 1 <iface> <slot>`: the interface and the slot, or
+/// `None` for anything else (the server answers `ERR bad request`).
+pub fn parse_request(line: &str) -> Option<(&str, u32)> {
+    let mut words = line.split_whitespace();
+    let (Some(magic), Some(version), Some(iface), Some(slot), None) = (
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+    ) else {
+        return None;
+    };
+    if Some(magic) != PROTOCOL.split_whitespace().next()
+        || Some(version) != PROTOCOL.split_whitespace().nth(1)
+    {
+        return None;
+    }
+    Some((iface, slot.parse().ok()?))
+}

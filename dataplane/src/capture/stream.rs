@@ -96,34 +96,7 @@ impl CaptureStream {
 
     /// The next record; `None` when the server ended the capture (the endpoint went away).
     pub fn next_record(&mut self) -> Result<Option<Record>, CaptureError> {
-        let mut h = [0u8; 16];
-        match self.stream.read_exact(&mut h) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-        let len = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
-        let value = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
-        match h[0] {
-            0 if len <= MAX_FRAME => {
-                let mut data = vec![0u8; len as usize];
-                self.stream.read_exact(&mut data)?;
-                let dir = if h[1] == 1 {
-                    Direction::Tx
-                } else {
-                    Direction::Rx
-                };
-                Ok(Some(Record::Frame {
-                    ns: value,
-                    dir,
-                    data,
-                }))
-            }
-            1 => Ok(Some(Record::Dropped(value))),
-            kind => Err(CaptureError::Malformed(format!(
-                "record kind {kind}, length {len}"
-            ))),
-        }
+        read_record(&mut self.stream)
     }
 
     /// Whether a record (or part of one) is already read into the buffer: then the socket
@@ -135,5 +108,39 @@ impl CaptureStream {
     /// The socket (to wait on it together with other events).
     pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.stream.get_ref().as_raw_fd()
+    }
+}
+
+/// Reads one record of the capture stream from `r`; `None` at a clean end of stream. Any
+/// byte sequence gives a record, `None` or an error — never a panic, never more than one
+/// frame of [`MAX_FRAME`] bytes allocated (the fuzz target `capture_records` holds it to that).
+pub fn read_record(r: &mut impl Read) -> Result<Option<Record>, CaptureError> {
+    let mut h = [0u8; 16];
+    match r.read_exact(&mut h) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
+    let value = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+    match h[0] {
+        0 if len <= MAX_FRAME => {
+            let mut data = vec![0u8; len as usize];
+            r.read_exact(&mut data)?;
+            let dir = if h[1] == 1 {
+                Direction::Tx
+            } else {
+                Direction::Rx
+            };
+            Ok(Some(Record::Frame {
+                ns: value,
+                dir,
+                data,
+            }))
+        }
+        1 => Ok(Some(Record::Dropped(value))),
+        kind => Err(CaptureError::Malformed(format!(
+            "record kind {kind}, length {len}"
+        ))),
     }
 }

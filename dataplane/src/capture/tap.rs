@@ -276,20 +276,11 @@ fn client(stream: UnixStream) -> io::Result<()> {
         .take(256)
         .read_line(&mut line)?;
     let mut out = BufWriter::new(stream.try_clone()?);
-    let mut words = line.split_whitespace();
-    let request = (
-        words.next(),
-        words.next(),
-        words.next(),
-        words.next().and_then(|s| s.parse::<u32>().ok()),
-    );
-    let (iface, slot) = match request {
-        (Some("IOTH-CAPTURE"), Some("1"), Some(iface), Some(slot)) => (iface.to_owned(), slot),
-        _ => {
-            writeln!(out, "ERR bad request (expected {PROTOCOL} <iface> <slot>)")?;
-            return out.flush();
-        }
+    let Some((iface, slot)) = super::protocol::parse_request(&line) else {
+        writeln!(out, "ERR bad request (expected {PROTOCOL} <iface> <slot>)")?;
+        return out.flush();
     };
+    let iface = iface.to_owned();
     let tap = service().taps.get(&(iface.clone(), slot)).cloned();
     let Some(tap) = tap.and_then(|t| t.upgrade()) else {
         writeln!(out, "ERR no endpoint {slot} on {iface} in this process")?;

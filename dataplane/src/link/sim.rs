@@ -128,6 +128,12 @@ pub fn pair(imp: Impairments) -> (SimLink, SimLink) {
 }
 
 impl SimLink {
+    /// Sends `frame` to the other end as it is, with no stack in between (fuzzing and tests
+    /// feed the stack at the other end arbitrary frames this way).
+    pub fn send_raw(&self, now: Instant, frame: Vec<u8>) {
+        self.wire.borrow_mut().send(1 - self.side, now, frame);
+    }
+
     /// The wire's counters (shared by both ends).
     pub fn stats(&self) -> WireStats {
         self.wire.borrow().stats
