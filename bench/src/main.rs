@@ -15,6 +15,7 @@ mod machine;
 mod plot;
 mod raw;
 mod report;
+mod soak;
 mod stack;
 mod sys;
 mod tap;
@@ -47,6 +48,8 @@ enum Cmd {
     Compare(compare::CompareArgs),
     /// Cost of a packet through a stack as its socket count grows (in-memory link).
     Stack(stack::StackArgs),
+    /// A long run of mixed traffic and SIGKILL/restart cycles; nothing may grow.
+    Soak(soak::SoakArgs),
     /// The kernel reference server (started by `compare` in the server namespace).
     #[command(hide = true)]
     KernelServer(KernelServerArgs),
@@ -273,6 +276,7 @@ fn main() {
         Cmd::Classifier(a) => classifier_bench(a),
         Cmd::Compare(a) => compare::run(a),
         Cmd::Stack(a) => stack::run(a),
+        Cmd::Soak(a) => soak::run(a),
         Cmd::KernelServer(a) => load::kernel_server(&a.ips, a.threads, a.port, a.reuseport),
         Cmd::RawEcho(a) => raw::raw_echo(&a.iface, &a.ips, a.busy_poll),
         Cmd::TapEcho(a) => tap::tap_echo(a.threads),

@@ -67,3 +67,43 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     run_benchmarks(args.quick, dir)
 }
+
+/// `cargo xtask soak --minutes N`: a long mixed-traffic run with SIGKILL and restart cycles
+/// (`ioth-bench soak`); fails if fds, UMEM frames, map entries, sockets or memory grow.
+#[derive(Debug, clap::Args)]
+pub struct SoakArgs {
+    /// Minutes to run.
+    #[arg(long, default_value_t = 10.0)]
+    pub minutes: f64,
+}
+
+/// Builds and runs the soak, writing soak.json, soak.md and soak.svg into `dir`.
+pub fn soak(minutes: f64, dir: &str) -> Result<()> {
+    cmd::run(command("cargo").args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "ioth-bench",
+        "-p",
+        "ioth-control",
+    ]))?;
+    let bench = root().join("target/release/ioth-bench");
+    cmd::run(command(&bench).args([
+        "soak",
+        "--minutes",
+        &minutes.to_string(),
+        "--out",
+        dir,
+        "--ioth",
+        &root().join("target/release/ioth").to_string_lossy(),
+    ]))
+}
+
+pub fn run_soak(args: &SoakArgs) -> Result<()> {
+    if !cmd::is_root() {
+        bail!("the soak attaches XDP programs: run it as root");
+    }
+    crate::setup::run()?;
+    soak(args.minutes, "bench/results/soak")
+}

@@ -36,6 +36,8 @@ enum Cmd {
     /// Check the house rules (also part of `test`): no two modules of a crate import each
     /// other; the library and the binary start no programs.
     Imports,
+    /// Soak: mixed traffic and SIGKILL/restart cycles for --minutes; nothing may grow.
+    Soak(bench::SoakArgs),
     /// Fuzz the parsers, the reference classifier and a stack (cargo-fuzz, nightly);
     /// crashes become committed regression inputs in fuzz/regressions/.
     Fuzz(fuzz::FuzzArgs),
@@ -76,6 +78,7 @@ fn main() {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Imports => imports::check(&cmd::root()).and_then(|()| spawns::check(&cmd::root())),
         Cmd::Fuzz(a) => fuzz::run(a),
+        Cmd::Soak(a) => bench::run_soak(a),
         Cmd::Dist => dist(),
     };
     if let Err(e) = r {

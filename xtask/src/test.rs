@@ -268,6 +268,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
             "benchmark smoke run",
             crate::bench::run_benchmarks(true, "target/bench-quick"),
         );
+        // Two minutes of soak: mixed traffic and SIGKILL/restart cycles, nothing may grow.
+        t.step(
+            "soak (2 minutes)",
+            crate::bench::soak(2.0, "target/soak-quick"),
+        );
         let leaked = remove_stale_namespaces()?;
         t.step(
             "no namespace left behind",
