@@ -1301,3 +1301,66 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test)"]
+fn with_mac_host_every_thread_answers_from_the_interfaces_mac() {
+    let pair = VethPair::new("machost", 1).expect("veth pair");
+    let server = Server::start(&pair, 2, "http", &["--mac", "host"]);
+    let host_mac = ioth_dataplane::wire::Mac(pair.host_mac).to_string();
+    assert!(
+        server
+            .ready
+            .iter()
+            .filter(|l| l.starts_with("ready thread="))
+            .all(|l| l.contains(&format!("mac={host_mac}"))),
+        "{:?}",
+        server.ready
+    );
+    // Each thread answers at its own addresses (ARP, NDP, HTTP)...
+    for i in 0..2 {
+        let (ok, body) = peer_ok(
+            &pair.peer,
+            "curl",
+            &["-sS", "-m", "5", &format!("http://{}/", v4(i))],
+        );
+        assert!(ok && body.contains(&format!("thread {i}")), "{body}");
+        let (ok, out) = peer_ok(
+            &pair.peer,
+            "ping",
+            &["-c", "1", "-W", "2", &v6(i).to_string()],
+        );
+        assert!(ok, "ping {}: {out}", v6(i));
+    }
+    // ...and the peer learned the interface's MAC for all of them.
+    let neigh =
+        String::from_utf8_lossy(&pair.peer.ip(&["neigh", "show"]).unwrap().stdout).into_owned();
+    for a in [
+        v4(0).to_string(),
+        v4(1).to_string(),
+        v6(0).to_string(),
+        v6(1).to_string(),
+    ] {
+        assert!(
+            neigh
+                .lines()
+                .any(|l| l.starts_with(&format!("{a} ")) && l.contains(&host_mac)),
+            "{a} is not at {host_mac}:\n{neigh}"
+        );
+    }
+    // The endpoints own addresses, no MAC; nothing was added to the NIC's address list; the
+    // kernel keeps its own traffic.
+    let eps = ioth_json(&pair.host, &["endpoints", "--json"]);
+    assert!(
+        eps.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["macs"].as_array().is_some_and(Vec::is_empty)),
+        "{eps}"
+    );
+    assert!(nic_macs(&pair.host, &pair.host_if).is_empty());
+    let (ok, out) = peer_ok(&pair.peer, "ping", &["-c", "1", "-W", "2", "10.99.0.1"]);
+    assert!(ok, "the host's own address: {out}");
+    let (st, rest) = server.stop();
+    assert!(st.success(), "{rest:?}");
+}

@@ -128,7 +128,21 @@ pub fn stack_configs(args: &ServeArgs) -> Result<Vec<StackConfig>> {
     let machine = machine_id();
     let mut configs = Vec::new();
     let host = host_addresses()?;
-    let base_mac = args.mac.as_deref().map(parse_mac).transpose()?;
+    // `--mac host`: the interface's own MAC for every thread (told apart by IP).
+    let host_mac = match args.mac.as_deref() {
+        Some("host") => Some(
+            ioth_dataplane::sys::netlink::Rtnetlink::open()
+                .and_then(|mut nl| nl.link(&args.iface))
+                .with_context(|| format!("reading {}", args.iface))?
+                .and_then(|l| l.mac)
+                .with_context(|| format!("{} has no MAC to share", args.iface))?,
+        ),
+        _ => None,
+    };
+    let base_mac = match args.mac.as_deref() {
+        Some("host") | None => None,
+        Some(m) => Some(parse_mac(m)?),
+    };
     for i in 0..args.threads {
         let ip4 = nth_v4(v4, i)?;
         let ip6 = v6.map(|(a, p)| nth_v6(a, i).map(|a| (a, p))).transpose()?;
@@ -138,10 +152,12 @@ pub fn stack_configs(args: &ServeArgs) -> Result<Vec<StackConfig>> {
             }
         }
         configs.push(StackConfig {
-            mac: match base_mac {
-                Some(m) => nth_mac(m, i)?,
-                None => thread_mac(&machine, &args.iface, i),
+            mac: match (host_mac, base_mac) {
+                (Some(m), _) => m,
+                (None, Some(m)) => nth_mac(m, i)?,
+                (None, None) => thread_mac(&machine, &args.iface, i),
             },
+            shared_mac: host_mac.is_some(),
             ipv4: vec![(ip4, p4)],
             ipv6: ip6.into_iter().collect(),
             gateway_v4: args.gateway4,

@@ -139,7 +139,9 @@ pub struct ServeArgs {
     #[arg(long)]
     pub metrics: Option<String>,
     /// First thread's MAC; thread i gets it plus i (default: locally administered, derived
-    /// from the interface name and the thread index).
+    /// from the machine id, the interface name and the thread index). `host`: every thread
+    /// uses the interface's own MAC and is told apart by its IP addresses only (ipvlan-style,
+    /// for networks that drop frames from unknown source MACs, as clouds do).
     #[arg(long)]
     pub mac: Option<String>,
     /// Forward the XDP program's own log records (aya-log) to this process's log

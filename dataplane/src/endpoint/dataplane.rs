@@ -208,7 +208,8 @@ impl Dataplane {
             .into());
         }
         let addrs = EndpointAddrs {
-            mac: Some(config.mac),
+            // A shared (host) MAC is the kernel's too: the stack owns only its addresses.
+            mac: (!config.shared_mac).then_some(config.mac),
             ipv4: config.ipv4.iter().map(|(a, _)| *a).collect(),
             ipv6: config.ipv6.iter().map(|(a, _)| *a).collect(),
             thread: config.thread,
@@ -225,7 +226,7 @@ impl Dataplane {
         device.set_capture(crate::capture::register(&self.iface, id.0));
         let member = self
             .lan
-            .join_stack(Mac(config.mac))
+            .join_stack((!config.shared_mac).then_some(Mac(config.mac)))
             .map_err(|e| DataplaneError::Local(e.to_string()))?;
         device.set_local(member);
         let stack = Stack::new(device, config, now)?;

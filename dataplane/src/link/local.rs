@@ -128,17 +128,20 @@ pub struct Member {
 }
 
 impl LocalLan {
-    /// Joins a thread stack owning `mac`.
-    pub fn join_stack(self: &Arc<Self>, mac: Mac) -> io::Result<Member> {
+    /// Joins a thread stack owning `mac` (`None`: it shares the interface's MAC, so frames
+    /// are not handed to it by MAC; it still gets the switch's broadcasts).
+    pub fn join_stack(self: &Arc<Self>, mac: Option<Mac>) -> io::Result<Member> {
         let inbox = Arc::new(Inbox::new()?);
-        self.write_members().insert(mac, Arc::clone(&inbox));
+        if let Some(mac) = mac {
+            self.write_members().insert(mac, Arc::clone(&inbox));
+        }
         let mut stacks = self.stacks.write().unwrap_or_else(|e| e.into_inner());
         stacks.retain(|w| w.strong_count() > 0);
         stacks.push(Arc::downgrade(&inbox));
         Ok(Member {
             lan: Arc::clone(self),
             inbox,
-            macs: vec![mac],
+            macs: mac.into_iter().collect(),
             is_switch: false,
         })
     }
@@ -266,8 +269,8 @@ mod tests {
     #[test]
     fn frames_go_to_members_or_the_wire() {
         let lan = Arc::new(LocalLan::default());
-        let a = lan.join_stack(Mac([2, 0, 0, 0, 0, 1])).unwrap();
-        let b = lan.join_stack(Mac([2, 0, 0, 0, 0, 2])).unwrap();
+        let a = lan.join_stack(Some(Mac([2, 0, 0, 0, 0, 1]))).unwrap();
+        let b = lan.join_stack(Some(Mac([2, 0, 0, 0, 0, 2]))).unwrap();
         // No switch: everything goes on the wire, nothing is looked up.
         assert_eq!(a.route(&frame([2, 0, 0, 0, 0, 2])), Route::Wire);
         assert!(b.inbox().is_empty());

@@ -75,6 +75,11 @@ pub enum StackError {
 pub struct StackConfig {
     /// The stack's MAC (unicast).
     pub mac: [u8; 6],
+    /// The MAC is the interface's own, shared by every stack of the data plane (host mode,
+    /// like ipvlan: for networks that drop frames from unknown source MACs). The stack is
+    /// then found by its IP addresses only; its MAC is neither claimed in the classifier nor
+    /// added to the NIC's address list.
+    pub shared_mac: bool,
     /// IPv4 addresses with prefix lengths.
     pub ipv4: Vec<(Ipv4Addr, u8)>,
     /// IPv6 addresses with prefix lengths.
@@ -111,6 +116,7 @@ impl Default for StackConfig {
     fn default() -> Self {
         Self {
             mac: [0x02, 0, 0, 0, 0, 1],
+            shared_mac: false,
             ipv4: Vec::new(),
             ipv6: Vec::new(),
             gateway_v4: None,
