@@ -162,7 +162,8 @@ fn scenario(tag: &str, mode: ModeRequest, queues: u32) {
     let config = XskConfig {
         frames: 1024,
         fill_size: 512,
-        ring_size: 512,
+        rx_ring_size: 512,
+        tx_ring_size: 512,
         need_wakeup: true,
         audit: true,
     };
@@ -474,7 +475,8 @@ fn the_frame_audit_catches_a_frame_that_is_never_returned() {
     let config = XskConfig {
         frames: 256,
         fill_size: 128,
-        ring_size: 128,
+        rx_ring_size: 128,
+        tx_ring_size: 128,
         need_wakeup: true,
         audit: true,
     };

@@ -387,6 +387,9 @@ impl phy::Device for XskDevice {
         } else {
             let i = self.next_valid()?;
             self.checked = None;
+            // A fair turn: the next frame is looked for on the next queue first, so a
+            // flooded queue cannot keep the others waiting.
+            self.next = (i + 1) % self.rx.len();
             XskRxToken::Umem(self.rx[i].next_frame()?)
         };
         Some((

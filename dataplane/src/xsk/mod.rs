@@ -16,4 +16,6 @@ pub mod umem;
 
 pub use ledger::{AuditError, Place, PlaceCounts};
 pub use socket::{RxFrame, RxPart, TxPart, TxSlot, XskSocket};
-pub use umem::{BindMode, FrameCounts, FrameStates, MAX_FRAME, QueueUmem, XskConfig, XskError};
+pub use umem::{
+    BindMode, FrameCounts, FrameStates, MAX_FRAME, MAX_RX_BATCH, QueueUmem, XskConfig, XskError,
+};

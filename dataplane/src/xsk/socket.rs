@@ -25,7 +25,7 @@ use xsk_rs::{
 
 use super::{
     ledger::Place,
-    umem::{BindMode, QueueUmem, Result, XskError, queue_size},
+    umem::{BindMode, MAX_RX_BATCH, QueueUmem, Result, XskError, queue_size},
 };
 use crate::sys::wait_readable;
 
@@ -91,8 +91,8 @@ impl XskSocket {
         let mut last_err = String::new();
         for &(mode, flags) in attempts {
             let socket_config = SocketConfig::builder()
-                .rx_queue_size(queue_size(config.ring_size, "rx ring size")?)
-                .tx_queue_size(queue_size(config.ring_size, "tx ring size")?)
+                .rx_queue_size(queue_size(config.rx_ring_size, "rx ring size")?)
+                .tx_queue_size(queue_size(config.tx_ring_size, "tx ring size")?)
                 .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
                 .bind_flags(flags)
                 .build();
@@ -107,18 +107,19 @@ impl XskSocket {
                         queue.set_mode(mode);
                     }
                     let fd = rx.fd().as_raw_fd();
-                    let ring = config.ring_size as usize;
-                    set_tx_budget(fd, config.ring_size);
+                    let batch = (config.rx_ring_size as usize).min(MAX_RX_BATCH);
+                    let ring = config.tx_ring_size as usize;
+                    set_tx_budget(fd, config.tx_ring_size);
                     drop(shared);
                     let mut socket = XskSocket {
                         rx: RxPart {
                             queue: Arc::clone(queue),
                             ring: rx,
                             fd,
-                            batch: vec![FrameDesc::default(); ring],
+                            batch: vec![FrameDesc::default(); batch],
                             pos: 0,
                             len: 0,
-                            recycle: Vec::with_capacity(ring),
+                            recycle: Vec::with_capacity(batch),
                             released: 0,
                             out: 0,
                             sampled: (0, 0),

@@ -76,6 +76,9 @@ const RX_HEADROOM: usize = 256;
 /// frames start after the kernel's headroom.
 pub const MAX_FRAME: usize = FRAME_SIZE as usize - RX_HEADROOM;
 
+/// Most frames a socket takes off its rx ring at once (its batch).
+pub const MAX_RX_BATCH: usize = 256;
+
 /// Sizes of a queue's UMEM and rings.
 #[derive(Clone, Copy, Debug)]
 pub struct XskConfig {
@@ -83,8 +86,14 @@ pub struct XskConfig {
     pub frames: u32,
     /// Fill and completion ring sizes.
     pub fill_size: u32,
-    /// Rx and tx ring sizes of each socket.
-    pub ring_size: u32,
+    /// Rx ring size of each socket: with its batch (at most [`MAX_RX_BATCH`] frames), the
+    /// most frames one endpoint can hold on their way in. Kept well below the fill ring's
+    /// share, so an endpoint that stops reading (stalled, or flooded faster than it reads)
+    /// fills its own ring and loses its own frames there, while the others on the queue keep
+    /// getting fill-ring frames.
+    pub rx_ring_size: u32,
+    /// Tx ring size of each socket.
+    pub tx_ring_size: u32,
     /// Ask for need_wakeup (recommended).
     pub need_wakeup: bool,
     /// Keep the frame ledger for [`QueueUmem::audit`] (one atomic swap per frame move; on
@@ -97,7 +106,8 @@ impl Default for XskConfig {
         Self {
             frames: 4096,
             fill_size: 2048,
-            ring_size: 2048,
+            rx_ring_size: 512,
+            tx_ring_size: 2048,
             need_wakeup: true,
             audit: cfg!(debug_assertions),
         }
