@@ -9,6 +9,7 @@
 
 mod compare;
 mod endpoints;
+mod fairness;
 mod frames;
 mod load;
 mod machine;
@@ -50,6 +51,8 @@ enum Cmd {
     Stack(stack::StackArgs),
     /// A long run of mixed traffic and SIGKILL/restart cycles; nothing may grow.
     Soak(soak::SoakArgs),
+    /// One endpoint flooded, its neighbour on the same rx queue measured (TCP RR).
+    Fairness(fairness::FairnessArgs),
     /// The kernel reference server (started by `compare` in the server namespace).
     #[command(hide = true)]
     KernelServer(KernelServerArgs),
@@ -277,6 +280,7 @@ fn main() {
         Cmd::Compare(a) => compare::run(a),
         Cmd::Stack(a) => stack::run(a),
         Cmd::Soak(a) => soak::run(a),
+        Cmd::Fairness(a) => fairness::run(a),
         Cmd::KernelServer(a) => load::kernel_server(&a.ips, a.threads, a.port, a.reuseport),
         Cmd::RawEcho(a) => raw::raw_echo(&a.iface, &a.ips, a.busy_poll),
         Cmd::TapEcho(a) => tap::tap_echo(a.threads),

@@ -11,6 +11,17 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(io::Error::other)
 }
 
+/// Moves the calling thread to `SCHED_IDLE`: it runs only when nothing else on its CPU wants to.
+pub fn idle_priority() -> io::Result<()> {
+    let p = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler(2) on the calling thread (0) with a valid parameter block
+    // that outlives the call.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &p) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Buffers for batched datagram I/O on a connected or unconnected UDP socket.
 pub struct Batch {
     bufs: Vec<[u8; 2048]>,

@@ -52,6 +52,19 @@ pub fn run_benchmarks(quick: bool, dir: &str) -> Result<()> {
     if quick {
         c.arg("--quick");
     }
+    cmd::run(&mut c)?;
+    // One endpoint flooded, its neighbour on the same queue measured.
+    let mut c = command(&bench);
+    c.args([
+        "fairness",
+        "--json",
+        &format!("{dir}/fairness.json"),
+        "--markdown",
+        &format!("{dir}/fairness.md"),
+    ]);
+    if quick {
+        c.args(["--reps", "1", "--secs", "0.5", "--threads", "2"]);
+    }
     cmd::run(&mut c)
 }
 
