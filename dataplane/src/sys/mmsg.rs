@@ -104,24 +104,148 @@ impl RecvBatch {
     }
 }
 
-impl RecvBatch {
-    /// Fills the batch one datagram at a time from `next` (which writes one into the buffer
-    /// it is given and says its length, or `None` when nothing is waiting): for sockets
-    /// whose datagrams need more than recvmmsg gives back, such as the sender's address.
-    pub fn fill(
-        &mut self,
-        mut next: impl FnMut(&mut [u8]) -> io::Result<Option<usize>>,
-    ) -> io::Result<usize> {
-        self.lens.clear();
-        for i in 0..self.capacity() {
-            let at = i * self.size;
-            match next(&mut self.data[at..at + self.size])? {
-                Some(n) => self.lens.push(n.min(self.size)),
-                None => break,
-            }
-        }
-        Ok(self.lens.len())
+/// An IPv4 sender's address from a `sockaddr_storage` filled by the kernel.
+fn ipv4_of(sa: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    if i32::from(sa.ss_family) != libc::AF_INET {
+        return None;
     }
+    // SAFETY: the family says the storage holds a sockaddr_in, which it is large and aligned
+    // enough for.
+    let sin = unsafe { &*(std::ptr::from_ref(sa).cast::<libc::sockaddr_in>()) };
+    Some(std::net::SocketAddr::from((
+        std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+        u16::from_be(sin.sin_port),
+    )))
+}
+
+/// Datagrams received with their senders' addresses ([`RecvBatch::recv_from`]).
+#[derive(Debug, Default)]
+pub struct Senders(Vec<Option<std::net::SocketAddr>>);
+
+impl Senders {
+    /// The sender of the `i`th datagram of the last receive (IPv4 only).
+    pub fn get(&self, i: usize) -> Option<std::net::SocketAddr> {
+        self.0.get(i).copied().flatten()
+    }
+}
+
+impl RecvBatch {
+    /// Like [`RecvBatch::recv`], also noting each datagram's sender in `from` (for UDP
+    /// sockets: a VXLAN port learns behind whom each MAC sits).
+    pub fn recv_from(&mut self, fd: RawFd, from: &mut Senders) -> io::Result<usize> {
+        self.lens.clear();
+        from.0.clear();
+        let n = self.capacity();
+        // SAFETY: iovec, mmsghdr and sockaddr_storage are plain C structs for which all-zero
+        // is valid.
+        let mut iov: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { std::mem::zeroed() };
+        let base = self.data.as_mut_ptr();
+        for (i, ((v, h), name)) in iov
+            .iter_mut()
+            .zip(hdrs.iter_mut())
+            .zip(names.iter_mut())
+            .take(n)
+            .enumerate()
+        {
+            // SAFETY: `i < capacity`: the piece `[i * size, (i + 1) * size)` lies inside
+            // `data`; the pieces are disjoint.
+            v.iov_base = unsafe { base.add(i * self.size) }.cast();
+            v.iov_len = self.size;
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_name = std::ptr::from_mut(name).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        }
+        // SAFETY: `hdrs[..n]` point at `iov[..n]` (disjoint, writable pieces of `self.data`)
+        // and at `names[..n]`, all outliving the call; the kernel writes at most `iov_len`
+        // bytes into each buffer and at most `msg_namelen` into each name. `fd` belongs to a
+        // socket the caller holds.
+        let r = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) => Ok(0),
+                _ => Err(e),
+            };
+        }
+        let r = r as usize;
+        self.lens.extend(
+            hdrs[..r]
+                .iter()
+                .map(|h| (h.msg_len as usize).min(self.size)),
+        );
+        from.0.extend(names[..r].iter().map(ipv4_of));
+        Ok(r)
+    }
+
+    /// Narrows the `i`th datagram of the last receive to `len` bytes starting at `start`
+    /// (a tunnel strips its header); `len` 0 drops it.
+    pub fn narrow(&mut self, i: usize, start: usize, len: usize) {
+        let at = i * self.size;
+        let have = self.lens[i];
+        let start = start.min(have);
+        let len = len.min(have - start);
+        self.data.copy_within(at + start..at + start + len, at);
+        self.lens[i] = len;
+    }
+}
+
+/// Sends one datagram per `(frame, destination)` on the UDP socket `fd`, each `header`
+/// followed by the frame (gathered, not copied), in one sendmmsg(2); how many went.
+pub fn send_batch_to(
+    fd: RawFd,
+    header: &[u8],
+    msgs: &[(&[u8], &socket2::SockAddr)],
+) -> io::Result<usize> {
+    let n = msgs.len().min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is valid.
+    let mut iov: [[libc::iovec; 2]; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    for ((v, h), (frame, dst)) in iov.iter_mut().zip(hdrs.iter_mut()).zip(msgs) {
+        v[0].iov_base = header.as_ptr().cast_mut().cast();
+        v[0].iov_len = header.len();
+        v[1].iov_base = frame.as_ptr().cast_mut().cast();
+        v[1].iov_len = frame.len();
+        h.msg_hdr.msg_iov = v.as_mut_ptr();
+        h.msg_hdr.msg_iovlen = 2;
+        h.msg_hdr.msg_name = dst.as_ptr().cast_mut().cast();
+        h.msg_hdr.msg_namelen = dst.len();
+    }
+    // SAFETY: `hdrs[..n]` point at `iov[..n]`, which point at `header` and the caller's
+    // frames, and at the callers' addresses; the kernel only reads them, all outlive the
+    // call. `fd` belongs to a socket the caller holds.
+    let r = unsafe {
+        libc::sendmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(0),
+            _ => Err(e),
+        };
+    }
+    Ok(r as usize)
 }
 
 /// Sends `frames` (at most [`MAX_BATCH`]) on the connected, non-blocking datagram socket `fd`
@@ -187,6 +311,29 @@ mod tests {
         assert_eq!(batch.frame(1), &frames[9][..25]);
         assert_eq!(batch.recv(b.as_raw_fd()).unwrap(), 0);
         assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn addressed_batches_carry_a_header_and_report_their_senders() {
+        use std::net::UdpSocket;
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dst = socket2::SockAddr::from(rx.local_addr().unwrap());
+        let frames: [&[u8]; 3] = [b"one", b"three", b"five!"];
+        let msgs: Vec<(&[u8], &socket2::SockAddr)> = frames.iter().map(|f| (*f, &dst)).collect();
+        assert_eq!(send_batch_to(tx.as_raw_fd(), b"HDR:", &msgs).unwrap(), 3);
+        let mut batch = RecvBatch::new(8, 64);
+        let mut from = Senders::default();
+        assert_eq!(batch.recv_from(rx.as_raw_fd(), &mut from).unwrap(), 3);
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(&batch.frame(i)[..4], b"HDR:");
+            assert_eq!(from.get(i), Some(tx.local_addr().unwrap()));
+            batch.narrow(i, 4, f.len());
+            assert_eq!(batch.frame(i), *f);
+        }
+        batch.narrow(0, 0, 0);
+        assert!(batch.frame(0).is_empty());
     }
 
     #[test]

@@ -15,24 +15,24 @@ pub enum Port {
 }
 
 impl Port {
-    /// The frames waiting on the port, as many as `batch` holds; how many. A VDE port takes
-    /// them in one recvmmsg(2).
+    /// The frames waiting on the port, as many as `batch` holds, in one recvmmsg(2); how
+    /// many (a tunnel's datagrams that carry no frame of ours come back empty).
     pub fn recv_batch(&mut self, batch: &mut RecvBatch) -> io::Result<usize> {
         match self {
             Port::Vde(p) => batch.recv(p.data_fd()),
-            Port::Vxlan(p) => batch.fill(|buf| p.recv(buf)),
+            Port::Vxlan(p) => p.recv_batch(batch),
         }
     }
 
     /// Sends `frames` out of the port; how many went (the rest were dropped: the far end's
-    /// queue is full or it is gone). A VDE port sends them in one sendmmsg(2).
+    /// queue is full or it is gone), in one sendmmsg(2) per 64.
     pub fn send_batch(&self, frames: &[&[u8]]) -> usize {
         match self {
             Port::Vde(p) => frames
                 .chunks(mmsg::MAX_BATCH)
                 .map(|c| mmsg::send_batch(p.data_fd(), c).unwrap_or(0))
                 .sum(),
-            Port::Vxlan(p) => frames.iter().filter(|f| p.send(f)).count(),
+            Port::Vxlan(p) => p.send_batch(frames),
         }
     }
 

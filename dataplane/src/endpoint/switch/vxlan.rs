@@ -10,8 +10,8 @@
 
 use std::{
     collections::HashMap,
-    io::{self, IoSlice},
-    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     os::fd::{AsRawFd as _, RawFd},
     str::FromStr,
     time::{Duration, Instant},
@@ -19,7 +19,10 @@ use std::{
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 
-use crate::wire::Mac;
+use crate::{
+    sys::mmsg::{self, RecvBatch, Senders},
+    wire::Mac,
+};
 
 /// The IANA VXLAN port.
 pub const VXLAN_PORT: u16 = 4789;
@@ -130,14 +133,14 @@ pub fn parse_header(h: &[u8]) -> Option<u32> {
 /// An open VXLAN port.
 #[derive(Debug)]
 pub struct VxlanPort {
-    /// Sends (header and frame gathered, no copy).
+    /// Sends (header and frame gathered, no copy) and receives, a batch per call.
     socket: Socket,
-    /// The same socket, to receive with the sender's address into a plain buffer.
-    receiver: UdpSocket,
     spec: VxlanSpec,
     default_dst: SockAddr,
     remotes: HashMap<Mac, (SocketAddr, Instant)>,
     header: [u8; HEADER],
+    /// Senders of the last batch received.
+    senders: Senders,
 }
 
 impl VxlanPort {
@@ -162,14 +165,13 @@ impl VxlanPort {
             socket.set_multicast_ttl_v4(1)?;
             socket.set_multicast_loop_v4(false)?;
         }
-        let receiver: UdpSocket = socket.try_clone()?.into();
         Ok(Self {
             socket,
-            receiver,
             default_dst: SocketAddr::new(spec.remote, spec.port).into(),
             spec: spec.clone(),
             remotes: HashMap::new(),
             header: header(spec.vni),
+            senders: Senders::default(),
         })
     }
 
@@ -195,50 +197,61 @@ impl VxlanPort {
         )
     }
 
-    /// The next inner frame (into `buf`), learning its source behind the sender. Datagrams
-    /// of another VNI, without the I flag or too short are skipped.
-    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        loop {
-            let (n, from) = match self.receiver.recv_from(buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            if n < HEADER + 14 || parse_header(&buf[..n]) != Some(self.spec.vni) {
-                continue;
-            }
-            buf.copy_within(HEADER..n, 0);
-            let len = n - HEADER;
-            let sender = if self.spec.learn_ports {
-                from
-            } else {
-                SocketAddr::new(from.ip(), self.spec.port)
-            };
-            if buf[6] & 1 == 0
-                && (self.remotes.len() < MAX_REMOTES
-                    || self
-                        .remotes
-                        .contains_key(&Mac(buf[6..12].try_into().unwrap_or_default())))
-            {
-                let src = Mac(buf[6..12].try_into().unwrap_or_default());
-                self.remotes.insert(src, (sender, Instant::now()));
-            }
-            return Ok(Some(len));
-        }
-    }
-
-    /// Sends `frame` to the remote its destination was learned behind, else to the
-    /// configured remote or group; `false` if the kernel refused it.
-    pub fn send(&self, frame: &[u8]) -> bool {
-        let learned = frame
+    /// Where `frame` goes: the remote its destination MAC was learned behind, else the
+    /// configured remote or group.
+    fn destination(&self, frame: &[u8]) -> SockAddr {
+        frame
             .get(0..6)
             .and_then(|d| self.remotes.get(&Mac(d.try_into().unwrap_or_default())))
             .filter(|(_, seen)| seen.elapsed() < REMOTE_AGE)
-            .map(|(addr, _)| SockAddr::from(*addr));
-        let dst = learned.as_ref().unwrap_or(&self.default_dst);
-        self.socket
-            .send_to_vectored(&[IoSlice::new(&self.header), IoSlice::new(frame)], dst)
-            .is_ok()
+            .map_or_else(
+                || self.default_dst.clone(),
+                |(addr, _)| SockAddr::from(*addr),
+            )
+    }
+
+    /// Sends `frames` as [`VxlanPort::send`] does, in one sendmmsg(2) per 64; how many went.
+    pub fn send_batch(&self, frames: &[&[u8]]) -> usize {
+        let dsts: Vec<SockAddr> = frames.iter().map(|f| self.destination(f)).collect();
+        let msgs: Vec<(&[u8], &SockAddr)> = frames.iter().copied().zip(dsts.iter()).collect();
+        msgs.chunks(mmsg::MAX_BATCH)
+            .map(|c| mmsg::send_batch_to(self.fd(), &self.header, c).unwrap_or(0))
+            .sum()
+    }
+
+    /// Receives what is waiting in one recvmmsg(2) and turns each datagram into its inner
+    /// frame (learning its source behind the sender); datagrams of another VNI, without the I
+    /// flag or too short become empty (dropped by the switch). How many were received.
+    pub fn recv_batch(&mut self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let n = batch.recv_from(self.fd(), &mut self.senders)?;
+        for i in 0..n {
+            let d = batch.frame(i);
+            let len = d.len();
+            let from = self.senders.get(i);
+            match from {
+                Some(from) if len >= HEADER + 14 && parse_header(d) == Some(self.spec.vni) => {
+                    self.learn(&d[HEADER..], from);
+                    batch.narrow(i, HEADER, len - HEADER);
+                }
+                _ => batch.narrow(i, 0, 0),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Learns the inner source MAC of `frame` behind `from`.
+    fn learn(&mut self, frame: &[u8], from: SocketAddr) {
+        let sender = if self.spec.learn_ports {
+            from
+        } else {
+            SocketAddr::new(from.ip(), self.spec.port)
+        };
+        let src = Mac(frame[6..12].try_into().unwrap_or_default());
+        if frame[6] & 1 == 0
+            && (self.remotes.len() < MAX_REMOTES || self.remotes.contains_key(&src))
+        {
+            self.remotes.insert(src, (sender, Instant::now()));
+        }
     }
 
     /// Forgets remotes unseen for the ageing time.
