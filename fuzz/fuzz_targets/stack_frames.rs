@@ -1,7 +1,9 @@
 //! A stack over the in-memory link, fed arbitrary frames: an echo listener and UDP echo on
 //! port 7, IPv4 and IPv6. The input is a sequence of frames (a length byte pair, then that
-//! many bytes); frames long enough get the stack's MAC as destination so that they reach
-//! its IP layer, and their checksums are completed as the AF_XDP link would. Time advances a
+//! many bytes); unicast frames get the stack's MAC as destination so that they reach its IP
+//! layer, and checksums are completed as the AF_XDP link would. Seeds in `seeds/stack_frames`
+//! start it on hostile IPv6: extension-header chains, fragments, routing header type 0, NDP
+//! options of length 0, an RA with hop limit 64 from off link. Time advances a
 //! little per frame, so timers (retransmissions, keep-alive) run too. Never a panic, and the
 //! socket count stays bounded by the listener's backlog.
 #![no_main]
@@ -48,7 +50,9 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(u16::from_le_bytes([rest[0], rest[1]])).min(rest.len() - 2);
         let mut frame = rest[2..2 + len].to_vec();
         rest = &rest[2 + len..];
-        if frame.len() >= 14 {
+        // Unicast frames go to the stack's MAC; multicast and broadcast ones (NDP, RA, ARP)
+        // keep their group address.
+        if frame.len() >= 14 && frame[0] & 1 == 0 {
             frame[..6].copy_from_slice(&MAC);
         }
         let _ = check_l4(&mut frame);

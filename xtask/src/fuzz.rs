@@ -61,13 +61,18 @@ pub fn fuzz(targets: &[&str], each: Duration) -> Result<()> {
         fs::create_dir_all(&regressions)?;
         let secs = each.as_secs().max(1).to_string();
         eprintln!("fuzz: {t} for {secs} s");
+        let mut c = command("cargo");
+        c.current_dir(&dir)
+            .args(["+nightly", "fuzz", "run", "-O", t])
+            .arg(&corpus)
+            .arg(&regressions);
+        // Hand-made starting points, committed (read only: new inputs go to `corpus`).
+        let seeds = dir.join("seeds").join(t);
+        if seeds.is_dir() {
+            c.arg(&seeds);
+        }
         let r = cmd::run(
-            command("cargo")
-                .current_dir(&dir)
-                .args(["+nightly", "fuzz", "run", "-O", t])
-                .arg(&corpus)
-                .arg(&regressions)
-                .args(["--", "-rss_limit_mb=2048"])
+            c.args(["--", "-rss_limit_mb=2048"])
                 .arg(format!("-max_total_time={secs}")),
         );
         if let Err(e) = r {
