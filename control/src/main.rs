@@ -96,7 +96,8 @@ fn main() {
             caps::require("attach", &[BPF, NET_ADMIN, SYS_ADMIN]).and_then(|_| inspect::attach(&a))
         }
         Cmd::Detach(a) => {
-            caps::require("detach", &[BPF, NET_ADMIN]).and_then(|_| inspect::detach(&a))
+            // SYS_ADMIN: it reads the owners map by id to refuse under live owners.
+            caps::require("detach", &[BPF, NET_ADMIN, SYS_ADMIN]).and_then(|_| inspect::detach(&a))
         }
         Cmd::Reap(a) => caps::require("reap", &[BPF, SYS_ADMIN]).and_then(|_| inspect::reap(&a)),
         Cmd::Exporter(a) => {
