@@ -10,7 +10,6 @@
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -22,7 +21,7 @@ use anyhow::{Context as _, Result, bail};
 use ioth_dataplane::netns::VethPair;
 use serde::Serialize;
 
-use crate::report::Stat;
+use crate::{compare::server::Server, report::Stat};
 
 #[derive(Debug, clap::Args)]
 pub struct FairnessArgs {
@@ -69,52 +68,26 @@ fn addr(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(o[0], o[1], o[2], o[3] + i)
 }
 
-/// `ioth serve` pinned to the server CPU; SIGKILLed on drop.
-struct Serve(std::process::Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(pair: &VethPair, ioth: &str, threads: u8) -> Result<Serve> {
-    use std::io::BufRead as _;
-    let mut child = pair
-        .host
-        .command("taskset")
-        .args([
-            "-c",
-            "0",
-            ioth,
-            "serve",
-            "--iface",
-            &pair.host_if,
-            "--threads",
-        ])
-        .arg(threads.to_string())
-        .args([
-            "--ipv4",
-            &format!("{BASE}/24"),
-            "--app",
-            "echo",
-            "--app",
-            "discard",
-        ])
-        .args(["--max-sockets", "256"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting ioth serve")?;
-    let out = child.stdout.take().context("stdout")?;
-    let server = Serve(child);
-    for line in std::io::BufReader::new(out).lines() {
-        if line?.starts_with("ready threads=") {
-            return Ok(server);
-        }
-    }
-    bail!("ioth serve ended before it was ready")
+/// `ioth serve` with echo and discard on `threads` threads, pinned to the server CPU.
+fn serve(pair: &VethPair, ioth: &str, threads: u8) -> Result<Server> {
+    let args: Vec<String> = [
+        "serve",
+        "--iface",
+        &pair.host_if,
+        "--threads",
+        &threads.to_string(),
+        "--ipv4",
+        &format!("{BASE}/24"),
+        "--app",
+        "echo",
+        "--app",
+        "discard",
+        "--max-sockets",
+        "256",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    Server::start(&pair.host, ioth, &args, "ready threads=")
 }
 
 /// The MAC of thread `i`, from `ioth endpoints`.

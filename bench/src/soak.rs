@@ -11,15 +11,16 @@
 //! ends with SIGKILL; the next server reaps the dead one's endpoints as it starts.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
     path::{Path, PathBuf},
-    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 use ioth_dataplane::netns::{NetNs, VethPair};
+
+use crate::compare::server::Server;
 use plotters::prelude::*;
 use serde::Serialize;
 
@@ -90,57 +91,38 @@ impl Drop for Bpffs {
     }
 }
 
-/// `ioth serve` in the host namespace; SIGKILLed on drop.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn ioth(ns: &NetNs, ioth: &str, bpffs: &Path) -> std::process::Command {
     let mut c = ns.command(ioth);
     c.env("IOTH_BPFFS", bpffs);
     c
 }
 
-fn start_server(pair: &VethPair, bin: &str, bpffs: &Path) -> Result<Serve> {
-    let mut child = ioth(&pair.host, bin, bpffs)
-        .args(["serve", "--iface", &pair.host_if, "--threads"])
-        .arg(THREADS.to_string())
-        .args([
-            "--ipv4",
-            &format!("{BASE}/24"),
-            "--app",
-            "http",
-            "--app",
-            "echo",
-        ])
-        .args(["--metrics", &format!("127.0.0.1:{METRICS_PORT}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting ioth serve")?;
-    let out = child.stdout.take().context("stdout")?;
-    let server = Serve(child);
-    // The reader thread ends with the process; the ready line comes first.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if l.starts_with("ready threads=") => return Ok(server),
-            Ok(_) => {}
-            Err(_) => bail!("ioth serve did not get ready"),
-        }
-    }
+/// `ioth serve` on the pinned attachment in `bpffs`, pinned to the server CPU.
+fn start_server(pair: &VethPair, bin: &str, bpffs: &Path) -> Result<Server> {
+    let args: Vec<String> = [
+        "serve",
+        "--iface",
+        &pair.host_if,
+        "--threads",
+        &THREADS.to_string(),
+        "--ipv4",
+        &format!("{BASE}/24"),
+        "--app",
+        "http",
+        "--app",
+        "echo",
+        "--metrics",
+        &format!("127.0.0.1:{METRICS_PORT}"),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    Server::start_env(
+        &pair.host,
+        bin,
+        &args,
+        &[("IOTH_BPFFS", bpffs.as_os_str())],
+        "ready threads=",
+    )
 }
 
 fn addr(i: u8) -> Ipv4Addr {
@@ -304,7 +286,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
         let flood_sent = mac_of_0().map_or(0, |m| flood(&pair, m));
         // Quiet: closing handshakes and TIME-WAIT of the last connections end.
         std::thread::sleep(Duration::from_secs(2));
-        let pid = server.0.id();
+        let pid = server.child.id();
         let text = scrape(&pair);
         let s = Sample {
             cycle,
@@ -328,8 +310,8 @@ pub fn run(args: &SoakArgs) -> Result<()> {
         samples.push(s);
         cycle += 1;
         if cycle % KILL_EVERY == 0 && Instant::now() < end {
-            let _ = server.0.kill();
-            let _ = server.0.wait();
+            let _ = server.child.kill();
+            let _ = server.child.wait();
             // The next server reaps the killed one's endpoints before claiming the same.
             server = start_server(&pair, &args.ioth, &bpffs.0)?;
             life += 1;

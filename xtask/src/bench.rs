@@ -17,8 +17,8 @@ pub struct BenchArgs {
     pub quick: bool,
 }
 
-/// Builds and runs the benchmarks, writing results under `dir`.
-pub fn run_benchmarks(quick: bool, dir: &str) -> Result<()> {
+/// Builds `ioth-bench` and `ioth` (release).
+fn build_release() -> Result<()> {
     cmd::run(command("cargo").args([
         "build",
         "--release",
@@ -27,7 +27,12 @@ pub fn run_benchmarks(quick: bool, dir: &str) -> Result<()> {
         "ioth-bench",
         "-p",
         "ioth-control",
-    ]))?;
+    ]))
+}
+
+/// Builds and runs the benchmarks, writing results under `dir`.
+pub fn run_benchmarks(quick: bool, dir: &str) -> Result<()> {
+    build_release()?;
     let bench = root().join("target/release/ioth-bench");
     let mut c = command(&bench);
     c.args(["classifier", "--json", &format!("{dir}/classifier.json")]);
@@ -92,15 +97,7 @@ pub struct SoakArgs {
 
 /// Builds and runs the soak, writing soak.json, soak.md and soak.svg into `dir`.
 pub fn soak(minutes: f64, dir: &str) -> Result<()> {
-    cmd::run(command("cargo").args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "ioth-bench",
-        "-p",
-        "ioth-control",
-    ]))?;
+    build_release()?;
     let bench = root().join("target/release/ioth-bench");
     cmd::run(command(&bench).args([
         "soak",

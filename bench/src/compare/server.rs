@@ -69,10 +69,22 @@ impl Server {
         args: &[String],
         ready_prefix: &str,
     ) -> Result<Self> {
+        Self::start_env(ns, program, args, &[], ready_prefix)
+    }
+
+    /// [`Server::start`] with `env` set for the program.
+    pub(crate) fn start_env(
+        ns: &NetNs,
+        program: &str,
+        args: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+        ready_prefix: &str,
+    ) -> Result<Self> {
         let mut child = ns
             .command("taskset")
             .args(["-c", "0", program])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

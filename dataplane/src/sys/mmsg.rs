@@ -59,25 +59,48 @@ impl RecvBatch {
     /// Receives what is waiting on the non-blocking datagram socket `fd`, up to the batch's
     /// capacity, in one call; the count (0 if nothing was waiting).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv_inner(fd, None)
+    }
+
+    /// One recvmmsg(2) into the batch, noting the senders in `from` if given.
+    fn recv_inner(
+        &mut self,
+        fd: RawFd,
+        from: Option<&mut Vec<Option<std::net::SocketAddr>>>,
+    ) -> io::Result<usize> {
         self.lens.clear();
         let n = self.capacity();
-        // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is valid.
+        // SAFETY: iovec, mmsghdr and sockaddr_storage are plain C structs for which all-zero
+        // is valid.
         let mut iov: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
         let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { std::mem::zeroed() };
         let base = self.data.as_mut_ptr();
-        for (i, (v, h)) in iov.iter_mut().zip(hdrs.iter_mut()).take(n).enumerate() {
-            // SAFETY: `i < capacity`, so the piece `[i * size, (i + 1) * size)` lies inside
+        let named = from.is_some();
+        for (i, ((v, h), name)) in iov
+            .iter_mut()
+            .zip(hdrs.iter_mut())
+            .zip(names.iter_mut())
+            .take(n)
+            .enumerate()
+        {
+            // SAFETY: `i < capacity`: the piece `[i * size, (i + 1) * size)` lies inside
             // `data`; the pieces are disjoint.
             v.iov_base = unsafe { base.add(i * self.size) }.cast();
             v.iov_len = self.size;
             h.msg_hdr.msg_iov = v;
             h.msg_hdr.msg_iovlen = 1;
+            if named {
+                h.msg_hdr.msg_name = std::ptr::from_mut(name).cast();
+                h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            }
         }
-        // SAFETY: `hdrs[..n]` point at `iov[..n]`, which point at disjoint, writable pieces of
-        // `self.data`; all of them outlive the call, and the kernel writes at most `iov_len`
-        // bytes into each and the lengths into `msg_len`. `fd` belongs to a socket the caller
-        // holds.
+        // SAFETY: `hdrs[..n]` point at `iov[..n]` (disjoint, writable pieces of `self.data`)
+        // and, if named, at `names[..n]`, all outliving the call; the kernel writes at most
+        // `iov_len` bytes into each buffer and at most `msg_namelen` into each name. `fd`
+        // belongs to a socket the caller holds.
         let r = unsafe {
             libc::recvmmsg(
                 fd,
@@ -100,6 +123,9 @@ impl RecvBatch {
                 .iter()
                 .map(|h| (h.msg_len as usize).min(self.size)),
         );
+        if let Some(from) = from {
+            from.extend(names[..r].iter().map(ipv4_of));
+        }
         Ok(r)
     }
 }
@@ -133,61 +159,8 @@ impl RecvBatch {
     /// Like [`RecvBatch::recv`], also noting each datagram's sender in `from` (for UDP
     /// sockets: a VXLAN port learns behind whom each MAC sits).
     pub fn recv_from(&mut self, fd: RawFd, from: &mut Senders) -> io::Result<usize> {
-        self.lens.clear();
         from.0.clear();
-        let n = self.capacity();
-        // SAFETY: iovec, mmsghdr and sockaddr_storage are plain C structs for which all-zero
-        // is valid.
-        let mut iov: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { std::mem::zeroed() };
-        let base = self.data.as_mut_ptr();
-        for (i, ((v, h), name)) in iov
-            .iter_mut()
-            .zip(hdrs.iter_mut())
-            .zip(names.iter_mut())
-            .take(n)
-            .enumerate()
-        {
-            // SAFETY: `i < capacity`: the piece `[i * size, (i + 1) * size)` lies inside
-            // `data`; the pieces are disjoint.
-            v.iov_base = unsafe { base.add(i * self.size) }.cast();
-            v.iov_len = self.size;
-            h.msg_hdr.msg_iov = v;
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_name = std::ptr::from_mut(name).cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-        }
-        // SAFETY: `hdrs[..n]` point at `iov[..n]` (disjoint, writable pieces of `self.data`)
-        // and at `names[..n]`, all outliving the call; the kernel writes at most `iov_len`
-        // bytes into each buffer and at most `msg_namelen` into each name. `fd` belongs to a
-        // socket the caller holds.
-        let r = unsafe {
-            libc::recvmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EAGAIN) => Ok(0),
-                _ => Err(e),
-            };
-        }
-        let r = r as usize;
-        self.lens.extend(
-            hdrs[..r]
-                .iter()
-                .map(|h| (h.msg_len as usize).min(self.size)),
-        );
-        from.0.extend(names[..r].iter().map(ipv4_of));
-        Ok(r)
+        self.recv_inner(fd, Some(&mut from.0))
     }
 
     /// Narrows the `i`th datagram of the last receive to `len` bytes starting at `start`
