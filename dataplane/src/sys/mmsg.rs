@@ -110,14 +110,7 @@ impl RecvBatch {
                 std::ptr::null_mut(),
             )
         };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EAGAIN) => Ok(0),
-                _ => Err(e),
-            };
-        }
-        let r = r as usize;
+        let r = count(r)?;
         self.lens.extend(
             hdrs[..r]
                 .iter()
@@ -175,14 +168,16 @@ impl RecvBatch {
     }
 }
 
-/// Sends one datagram per `(frame, destination)` on the UDP socket `fd`, each `header`
-/// followed by the frame (gathered, not copied), in one sendmmsg(2); how many went.
+/// Sends one datagram per frame to the destination of the same index on the UDP socket `fd`,
+/// each `header` followed by the frame (gathered, not copied), in one sendmmsg(2); how many
+/// went.
 pub fn send_batch_to(
     fd: RawFd,
     header: &[u8],
-    msgs: &[(&[u8], &socket2::SockAddr)],
+    frames: &[&[u8]],
+    dsts: &[socket2::SockAddr],
 ) -> io::Result<usize> {
-    let n = msgs.len().min(MAX_BATCH);
+    let n = frames.len().min(dsts.len()).min(MAX_BATCH);
     if n == 0 {
         return Ok(0);
     }
@@ -190,7 +185,11 @@ pub fn send_batch_to(
     let mut iov: [[libc::iovec; 2]; MAX_BATCH] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
-    for ((v, h), (frame, dst)) in iov.iter_mut().zip(hdrs.iter_mut()).zip(msgs) {
+    for ((v, h), (frame, dst)) in iov
+        .iter_mut()
+        .zip(hdrs.iter_mut())
+        .zip(frames.iter().zip(dsts))
+    {
         v[0].iov_base = header.as_ptr().cast_mut().cast();
         v[0].iov_len = header.len();
         v[1].iov_base = frame.as_ptr().cast_mut().cast();
@@ -200,25 +199,9 @@ pub fn send_batch_to(
         h.msg_hdr.msg_name = dst.as_ptr().cast_mut().cast();
         h.msg_hdr.msg_namelen = dst.len();
     }
-    // SAFETY: `hdrs[..n]` point at `iov[..n]`, which point at `header` and the caller's
-    // frames, and at the callers' addresses; the kernel only reads them, all outlive the
-    // call. `fd` belongs to a socket the caller holds.
-    let r = unsafe {
-        libc::sendmmsg(
-            fd,
-            hdrs.as_mut_ptr(),
-            n as libc::c_uint,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EAGAIN) => Ok(0),
-            _ => Err(e),
-        };
-    }
-    Ok(r as usize)
+    // The headers point at `iov` (at `header`, the caller's frames and addresses), all of
+    // which outlive the call.
+    sendmmsg(fd, &mut hdrs[..n])
 }
 
 /// Sends `frames` (at most [`MAX_BATCH`]) on the connected, non-blocking datagram socket `fd`
@@ -239,16 +222,30 @@ pub fn send_batch(fd: RawFd, frames: &[&[u8]]) -> io::Result<usize> {
         h.msg_hdr.msg_iov = v;
         h.msg_hdr.msg_iovlen = 1;
     }
-    // SAFETY: `hdrs[..n]` point at `iov[..n]`, which point at the caller's frames; the kernel
-    // only reads them, and all outlive the call. `fd` belongs to a socket the caller holds.
+    // The headers point at `iov`, which points at the caller's frames; all outlive the call.
+    sendmmsg(fd, &mut hdrs[..n])
+}
+
+/// sendmmsg(2) of `hdrs`, non-blocking; how many went (0 if none could: the receiver's queue
+/// is full).
+fn sendmmsg(fd: RawFd, hdrs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    // SAFETY: every header's pointers (iovecs, buffers, names) are valid for the call, as
+    // the callers above set them up; the kernel only reads them and writes `msg_len`. `fd`
+    // belongs to a socket the caller holds.
     let r = unsafe {
         libc::sendmmsg(
             fd,
             hdrs.as_mut_ptr(),
-            n as libc::c_uint,
+            hdrs.len() as libc::c_uint,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
+    count(r)
+}
+
+/// A batch call's result: its count, 0 for `EAGAIN` (nothing waiting, or no room), else the
+/// error.
+fn count(r: libc::c_int) -> io::Result<usize> {
     if r < 0 {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {
@@ -294,8 +291,11 @@ mod tests {
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let dst = socket2::SockAddr::from(rx.local_addr().unwrap());
         let frames: [&[u8]; 3] = [b"one", b"three", b"five!"];
-        let msgs: Vec<(&[u8], &socket2::SockAddr)> = frames.iter().map(|f| (*f, &dst)).collect();
-        assert_eq!(send_batch_to(tx.as_raw_fd(), b"HDR:", &msgs).unwrap(), 3);
+        let dsts = vec![dst; frames.len()];
+        assert_eq!(
+            send_batch_to(tx.as_raw_fd(), b"HDR:", &frames, &dsts).unwrap(),
+            3
+        );
         let mut batch = RecvBatch::new(8, 64);
         let mut from = Senders::default();
         assert_eq!(batch.recv_from(rx.as_raw_fd(), &mut from).unwrap(), 3);

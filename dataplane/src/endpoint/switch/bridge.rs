@@ -313,7 +313,7 @@ impl Switch {
             };
             let port = VxlanPort::open(spec, group_ifindex)
                 .map_err(io_err(format!("the VXLAN port to {}", spec.remote)))?;
-            ports.insert(i as PortId + 1, Port::Vxlan(port));
+            ports.insert(i as PortId + 1, Port::Vxlan(Box::new(port)));
         }
         let mut raw = raw;
         let mut rx = Vec::new();
@@ -778,7 +778,10 @@ impl Switch {
                 *s = &self.out.data[at..at + len];
             }
             let slices = &slices[..run];
-            let sent = self.ports.get(&p).map_or(0, |port| port.send_batch(slices));
+            let sent = self
+                .ports
+                .get_mut(&p)
+                .map_or(0, |port| port.send_batch(slices));
             if let Some(ps) = self.slots.get(&p)
                 && ps.tap.tap().active()
             {

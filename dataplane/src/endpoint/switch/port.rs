@@ -11,7 +11,7 @@ pub enum Port {
     /// A VDE client (vde_plug, vdens, QEMU, `ioth run`).
     Vde(VdePort),
     /// A VXLAN tunnel.
-    Vxlan(VxlanPort),
+    Vxlan(Box<VxlanPort>),
 }
 
 impl Port {
@@ -26,7 +26,7 @@ impl Port {
 
     /// Sends `frames` out of the port; how many went (the rest were dropped: the far end's
     /// queue is full or it is gone), in one sendmmsg(2) per 64.
-    pub fn send_batch(&self, frames: &[&[u8]]) -> usize {
+    pub fn send_batch(&mut self, frames: &[&[u8]]) -> usize {
         match self {
             Port::Vde(p) => frames
                 .chunks(mmsg::MAX_BATCH)

@@ -141,6 +141,8 @@ pub struct VxlanPort {
     header: [u8; HEADER],
     /// Senders of the last batch received.
     senders: Senders,
+    /// Destinations of the batch being sent (kept for its memory).
+    dsts: Vec<SockAddr>,
 }
 
 impl VxlanPort {
@@ -172,6 +174,7 @@ impl VxlanPort {
             remotes: HashMap::new(),
             header: header(spec.vni),
             senders: Senders::default(),
+            dsts: Vec::with_capacity(mmsg::MAX_BATCH),
         })
     }
 
@@ -210,13 +213,19 @@ impl VxlanPort {
             )
     }
 
-    /// Sends `frames` as [`VxlanPort::send`] does, in one sendmmsg(2) per 64; how many went.
-    pub fn send_batch(&self, frames: &[&[u8]]) -> usize {
-        let dsts: Vec<SockAddr> = frames.iter().map(|f| self.destination(f)).collect();
-        let msgs: Vec<(&[u8], &SockAddr)> = frames.iter().copied().zip(dsts.iter()).collect();
-        msgs.chunks(mmsg::MAX_BATCH)
-            .map(|c| mmsg::send_batch_to(self.fd(), &self.header, c).unwrap_or(0))
-            .sum()
+    /// Sends `frames`, each to where [`VxlanPort::destination`] says, in one sendmmsg(2) per
+    /// 64; how many went. The destinations go in a buffer the port keeps (no allocation per
+    /// batch).
+    pub fn send_batch(&mut self, frames: &[&[u8]]) -> usize {
+        let mut dsts = std::mem::take(&mut self.dsts);
+        let mut sent = 0;
+        for chunk in frames.chunks(mmsg::MAX_BATCH) {
+            dsts.clear();
+            dsts.extend(chunk.iter().map(|f| self.destination(f)));
+            sent += mmsg::send_batch_to(self.fd(), &self.header, chunk, &dsts).unwrap_or(0);
+        }
+        self.dsts = dsts;
+        sent
     }
 
     /// Receives what is waiting in one recvmmsg(2) and turns each datagram into its inner
