@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use ioth_dataplane::netns::VethPair;
 use serde::Serialize;
 
@@ -90,25 +90,6 @@ fn serve(pair: &VethPair, ioth: &str, threads: u8) -> Result<Server> {
     Server::start(&pair.host, ioth, &args, "ready threads=")
 }
 
-/// The MAC of thread `i`, from `ioth endpoints`.
-fn mac_of(pair: &VethPair, ioth: &str, i: u8) -> Result<[u8; 6]> {
-    let out = pair
-        .host
-        .command(ioth)
-        .args(["endpoints", "--iface", &pair.host_if, "--json"])
-        .output()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let e = v
-        .as_array()
-        .and_then(|a| a.iter().find(|e| e["ipv4"][0] == addr(i).to_string()))
-        .context("thread 0 in ioth endpoints")?;
-    Ok(e["mac"]
-        .as_str()
-        .context("its MAC")?
-        .parse::<ioth_dataplane::wire::Mac>()?
-        .0)
-}
-
 /// One neighbour measurement: (transactions/s, p99 µs, flood frames/s).
 fn measure(
     pair: &VethPair,
@@ -168,19 +149,9 @@ pub fn run(args: &FairnessArgs) -> Result<()> {
             bail!("--threads: at least 2 (a flooded thread and its neighbour)");
         }
         let pair = VethPair::new("fair", 1)?;
-        let _server = serve(&pair, &args.ioth, threads)?;
-        let mac = mac_of(&pair, &args.ioth, 0)?;
-        let frames: Vec<Vec<u8>> = (0..4u16)
-            .map(|p| {
-                crate::frames::udp4(
-                    mac,
-                    pair.peer_mac,
-                    (Ipv4Addr::new(10, 99, 0, 2), 40_000 + p),
-                    (addr(0), crate::frames::DISCARD_PORT),
-                    18,
-                )
-            })
-            .collect();
+        let server = serve(&pair, &args.ioth, threads)?;
+        let frames =
+            crate::frames::discard_flood(server.ready_mac(addr(0))?, pair.peer_mac, addr(0));
         for conns in [1usize, 16] {
             // Warm-up: neighbours resolved, connections' paths hot.
             measure(&pair, conns, 0.3, None)?;

@@ -92,6 +92,22 @@ pub fn turn_around_udp4(frame: &mut [u8]) -> bool {
     true
 }
 
+/// A UDP flood's frames from the peer (10.99.0.2, four source ports) to the discard port of
+/// `dst` at `dst_mac`, 18 bytes of payload: what the live-frame generator sends in turn.
+pub fn discard_flood(dst_mac: [u8; 6], src_mac: [u8; 6], dst: Ipv4Addr) -> Vec<Vec<u8>> {
+    (0..4u16)
+        .map(|p| {
+            udp4(
+                dst_mac,
+                src_mac,
+                (Ipv4Addr::new(10, 99, 0, 2), 40_000 + p),
+                (dst, DISCARD_PORT),
+                18,
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

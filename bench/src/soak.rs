@@ -179,19 +179,10 @@ fn traffic(pair: &VethPair, until: Instant) -> (u64, u64, u64) {
     })
 }
 
-/// Half a second of UDP flood to the discard port of thread 0, from the live-frame generator.
+/// Half a second of UDP flood to the discard port of thread 0 (at `mac`), from the
+/// live-frame generator.
 fn flood(pair: &VethPair, mac: [u8; 6]) -> u64 {
-    let frames: Vec<Vec<u8>> = (0..4u16)
-        .map(|p| {
-            crate::frames::udp4(
-                mac,
-                pair.peer_mac,
-                (Ipv4Addr::new(10, 99, 0, 2), 40_000 + p),
-                (addr(0), crate::frames::DISCARD_PORT),
-                18,
-            )
-        })
-        .collect();
+    let frames = crate::frames::discard_flood(mac, pair.peer_mac, addr(0));
     let iface = pair.peer_if.clone();
     pair.peer
         .run(move || crate::xdp::flood(&iface, &frames, Duration::from_millis(500)))
@@ -265,25 +256,9 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     let mut life = 0;
     let mut samples = Vec::new();
     let mut cycle = 0;
-    // The thread MACs, from the attachment, for the flood's frames.
-    let mac_of_0 = || -> Option<[u8; 6]> {
-        let out = ioth(&pair.host, &args.ioth, &bpffs.0)
-            .args(["endpoints", "--iface", &pair.host_if, "--json"])
-            .output()
-            .ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let m = v
-            .as_array()?
-            .iter()
-            .find(|e| e["ipv4"][0] == addr(0).to_string())?["mac"]
-            .as_str()?
-            .parse::<ioth_dataplane::wire::Mac>()
-            .ok()?;
-        Some(m.0)
-    };
     while Instant::now() < end {
         let (http_ok, tcp_echo_ok, udp_echoed) = traffic(&pair, Instant::now() + CYCLE);
-        let flood_sent = mac_of_0().map_or(0, |m| flood(&pair, m));
+        let flood_sent = server.ready_mac(addr(0)).map_or(0, |m| flood(&pair, m));
         // Quiet: closing handshakes and TIME-WAIT of the last connections end.
         std::thread::sleep(Duration::from_secs(2));
         let pid = server.child.id();

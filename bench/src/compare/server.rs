@@ -121,6 +121,18 @@ impl Server {
         }
     }
 
+    /// The MAC `ioth serve` printed for the thread at `ip` in its ready lines.
+    pub(crate) fn ready_mac(&self, ip: Ipv4Addr) -> Result<[u8; 6]> {
+        let want = format!("ipv4={ip}");
+        self.ready
+            .iter()
+            .find(|l| l.split_whitespace().any(|w| w == want))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("mac=")))
+            .and_then(|m| m.parse::<ioth_dataplane::wire::Mac>().ok())
+            .map(|m| m.0)
+            .with_context(|| format!("ioth serve printed no MAC for {ip}"))
+    }
+
     /// Sends `cmd` on the server's stdin and returns its first output line starting with
     /// `reply`.
     pub(crate) fn query(&mut self, cmd: &str, reply: &str) -> Result<String> {
@@ -314,6 +326,12 @@ fn behind(
     Ok((ns, chain, server, Target { ip: addr, mac }))
 }
 
+/// What puts the namespace behind a VDE switch in `dir`: `vde_plug vde://DIR tap://vdeb`.
+fn tap_plug(dir: &str) -> impl FnOnce(&NetNs) -> Result<Vec<Helper>> {
+    let url = format!("vde://{dir}");
+    move |ns| Ok(vec![Helper::start(ns, "vde_plug", &[&url, "tap://vdeb"])?])
+}
+
 /// The VDE switch directories of the port systems.
 fn vde_dir(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ioth-bench-{tag}-{}", std::process::id()))
@@ -359,18 +377,10 @@ pub(crate) fn start_ioth(
     )?;
     let mut targets = Vec::new();
     for i in 0..threads {
-        let want = format!("ipv4={}", ip(base + i as u8));
-        let mac = s
-            .ready
-            .iter()
-            .find(|l| l.split_whitespace().any(|w| w == want))
-            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("mac=")))
-            .and_then(|m| m.parse::<ioth_dataplane::wire::Mac>().ok())
-            .map(|m| m.0)
-            .with_context(|| format!("ioth serve printed no MAC for thread {i}"))?;
+        let at = ip(base + i as u8);
         targets.push(Target {
-            ip: ip(base + i as u8),
-            mac,
+            ip: at,
+            mac: s.ready_mac(at)?,
         });
     }
     Ok((s, targets, metrics))
@@ -514,10 +524,7 @@ fn start_behind(c: &Ctx<'_>, system: System) -> Result<Running> {
                 ],
                 "ready threads=",
             )?);
-            let url = format!("vde://{d}");
-            behind(c, "vdeb", VDE_IOTH_IP, |ns| {
-                Ok(vec![Helper::start(ns, "vde_plug", &[&url, "tap://vdeb"])?])
-            })?
+            behind(c, "vdeb", VDE_IOTH_IP, tap_plug(&d))?
         }
         System::VdePcapplug => {
             let dir = vde_dir("pcap");
@@ -544,10 +551,7 @@ fn start_behind(c: &Ctx<'_>, system: System) -> Result<Running> {
                 "vde_plug",
                 &[&format!("vde://{d}"), &format!("pcap://{}", c.pair.host_if)],
             )?);
-            let url = format!("vde://{d}");
-            behind(c, "vdeb", VDE_PCAP_IP, |ns| {
-                Ok(vec![Helper::start(ns, "vde_plug", &[&url, "tap://vdeb"])?])
-            })?
+            behind(c, "vdeb", VDE_PCAP_IP, tap_plug(&d))?
         }
         System::LinuxBridge => {
             let hif = c.pair.host_if.clone();
